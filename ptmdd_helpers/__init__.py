@@ -1,0 +1,2 @@
+"""ptmdd: pre-trained models in dataset distillation."""
+__version__ = "0.1.0"

@@ -1,0 +1,336 @@
+"""Pools of pre-trained models (PTMs): train, resume, and load them safely.
+
+On-disk layout (the pool root is an argument, else ``$PTMDD_POOLS``, else ``./runs/pools``)::
+
+    <pool root>/<source>/<arch>/seed<k>/
+        recipe.json          training recipe and dataset shape (everything but the epoch count)
+        log.json             per completed epoch: train loss/accuracy, test accuracy, seconds
+        epoch_<e>.pt         {"state_dict", "meta"} after epoch e (every epoch, or a chosen set)
+        resume.pt            model, optimizer and scheduler state after the last complete epoch
+
+A pool member is identified by (source, arch, seed); its checkpoints by epoch. The learning-rate
+milestones are absolute epochs, so a member trained for 3 epochs is the first 3 epochs of a
+150-epoch member with the same recipe, and asking for more epochs continues it. Every file is
+written atomically; checkpoints are loaded with ``weights_only=True``, so a pool from elsewhere can
+carry no code. Seeds are explicit: member ``k`` of a pool of ``n`` has seed ``k`` (0 … n−1), which
+fixes its initialization and its data order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .data import LoadedDataset, load_dataset
+from .models import create_model
+from .seeding import make_generator
+from .store import atomic_torch_save, atomic_write_text
+from .training import (
+    TrainRecipe,
+    accuracy,
+    make_optimizer,
+    resolve_device,
+    seeded_model,
+    train_epoch,
+)
+
+PAPER_POOL_RECIPE = TrainRecipe(
+    epochs=150, lr=0.01, momentum=0.9, weight_decay=0.005, batch_size=256, milestones=(50, 100)
+)
+
+
+class PoolError(RuntimeError):
+    """A pool checkpoint is missing, unsafe, or does not fit its architecture."""
+
+
+class MissingPoolError(PoolError):
+    """Members or epochs of a pool are not on disk; the message gives the command to make them."""
+
+
+def resolve_pool_root(root: str | Path | None = None) -> Path:
+    """Return the pool root: ``root``, else ``$PTMDD_POOLS``, else ``./runs/pools``."""
+    if root is not None:
+        return Path(root).expanduser()
+    env = os.environ.get("PTMDD_POOLS")
+    return Path(env).expanduser() if env else Path("runs") / "pools"
+
+
+@dataclass(frozen=True)
+class MemberSpec:
+    """One pool member: an architecture trained on a source dataset from one seed."""
+
+    source: str
+    arch: str
+    seed: int
+    recipe: TrainRecipe = PAPER_POOL_RECIPE
+    keep_epochs: tuple[int, ...] | None = None  # None keeps every epoch
+
+    def directory(self, root: Path) -> Path:
+        """Return this member's folder under ``root``."""
+        return root / self.source / self.arch / f"seed{self.seed}"
+
+    def keeps(self, epoch: int) -> bool:
+        """Whether the checkpoint after ``epoch`` is kept."""
+        return (
+            self.keep_epochs is None or epoch in self.keep_epochs or epoch == self.recipe.epochs
+        )
+
+
+@dataclass
+class MemberLog:
+    """The JSON log of a member's training, one entry per completed epoch."""
+
+    recipe: dict
+    epochs: list[dict] = field(default_factory=list)
+
+    @property
+    def completed(self) -> int:
+        """Number of completed epochs."""
+        return len(self.epochs)
+
+
+def _recipe_key(spec: MemberSpec, data: LoadedDataset) -> dict:
+    recipe = asdict(spec.recipe)
+    recipe.pop("epochs")
+    recipe["milestones"] = list(recipe["milestones"])
+    info = data.info
+    return {
+        "source": spec.source, "arch": spec.arch, "seed": spec.seed, "recipe": recipe,
+        "channels": info.channels, "image_size": list(info.image_size),
+        "num_classes": info.num_classes,
+    }
+
+
+def build_member_model(arch: str, source: str, seed: int) -> nn.Module:
+    """Create the freshly initialized network of pool member (source, arch, seed)."""
+    from .data import get_info
+
+    info = get_info(source)
+    return seeded_model(
+        lambda: create_model(arch, info.channels, info.num_classes, info.image_size),
+        "pool-init", source, arch, seed,
+    )
+
+
+def _read_log(directory: Path) -> MemberLog | None:
+    path = directory / "log.json"
+    if not path.is_file():
+        return None
+    raw = json.loads(path.read_text())
+    return MemberLog(recipe=raw["recipe"], epochs=raw["epochs"])
+
+
+def safe_load(path: Path, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint with ``weights_only=True``; refuse pickle payloads with a clear error."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise PoolError(
+            f"refused to load {path}: it carries a pickle payload beyond tensors and plain "
+            f"containers (weights_only=True rejected it: {str(error).splitlines()[0]})"
+        ) from None
+    except (RuntimeError, EOFError) as error:
+        raise PoolError(f"cannot read checkpoint {path}: {error}") from None
+
+
+def train_member(
+    spec: MemberSpec,
+    *,
+    root: str | Path | None = None,
+    data_root: str | Path | None = None,
+    device: str = "auto",
+    progress: bool = True,
+) -> MemberLog:
+    """Train (or resume, or skip) one pool member up to ``spec.recipe.epochs``; return its log."""
+    directory = spec.directory(resolve_pool_root(root))
+    data = load_dataset(spec.source, data_root)
+    key = _recipe_key(spec, data)
+    log = _read_log(directory)
+    if log is not None and log.recipe != key:
+        raise PoolError(
+            f"{directory} holds a member trained with a different recipe ({log.recipe}); "
+            f"choose another --pool-root or delete that folder"
+        )
+    if log is not None and log.completed >= spec.recipe.epochs:
+        return log
+    torch_device = resolve_device(device)
+    model = build_member_model(spec.arch, spec.source, spec.seed).to(torch_device)
+    directory.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(directory / "recipe.json", json.dumps(key, indent=2))
+    optimizer, scheduler = make_optimizer(model, spec.recipe)
+    log = log or MemberLog(recipe=key)
+    if log.completed:
+        state = safe_load(directory / "resume.pt", map_location=torch_device)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+    train_x, train_y = data.train_images.to(torch_device), data.train_labels.to(torch_device)
+    test_x, test_y = data.test_images.to(torch_device), data.test_labels.to(torch_device)
+    bar = tqdm(
+        range(log.completed + 1, spec.recipe.epochs + 1), disable=not progress,
+        desc=f"{spec.source}/{spec.arch}/seed{spec.seed}", unit="epoch",
+        initial=log.completed, total=spec.recipe.epochs,
+    )
+    for epoch in bar:
+        start = time.perf_counter()
+        generator = make_generator("pool-order", spec.source, spec.arch, spec.seed, epoch)
+        loss, train_acc = train_epoch(
+            model, optimizer, train_x, train_y, spec.recipe.batch_size, generator
+        )
+        scheduler.step()
+        test_acc = accuracy(model, test_x, test_y)
+        seconds = time.perf_counter() - start
+        entry = {
+            "epoch": epoch, "train_loss": loss, "train_acc": train_acc, "test_acc": test_acc,
+            "seconds": seconds, "lr": optimizer.param_groups[0]["lr"],
+        }
+        meta = {"source": spec.source, "arch": spec.arch, "seed": spec.seed, "epoch": epoch,
+                "test_acc": test_acc}
+        if spec.keeps(epoch):
+            atomic_torch_save(
+                {"state_dict": model.state_dict(), "meta": meta}, directory / f"epoch_{epoch}.pt"
+            )
+        atomic_torch_save(
+            {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+             "scheduler": scheduler.state_dict(), "epoch": epoch},
+            directory / "resume.pt",
+        )
+        log.epochs.append(entry)
+        atomic_write_text(
+            directory / "log.json", json.dumps({"recipe": log.recipe, "epochs": log.epochs}, indent=1)
+        )
+        bar.set_postfix(test_acc=f"{test_acc:.3f}")
+    return log
+
+
+def train_pool(
+    source: str,
+    archs: Sequence[str],
+    num_models: int,
+    recipe: TrainRecipe = PAPER_POOL_RECIPE,
+    *,
+    keep_epochs: Sequence[int] | None = None,
+    root: str | Path | None = None,
+    data_root: str | Path | None = None,
+    device: str = "auto",
+    progress: bool = True,
+) -> dict[tuple[str, int], MemberLog]:
+    """Train ``num_models`` members (seeds 0 … n−1) of each architecture; complete ones are skipped."""
+    logs = {}
+    for arch in archs:
+        for seed in range(num_models):
+            spec = MemberSpec(
+                source, arch, seed, recipe,
+                tuple(sorted(keep_epochs)) if keep_epochs is not None else None,
+            )
+            logs[(arch, seed)] = train_member(
+                spec, root=root, data_root=data_root, device=device, progress=progress
+            )
+    return logs
+
+
+def pretrain_command(
+    source: str, archs: Sequence[str], num_models: int, epochs: int, root: str | Path | None
+) -> str:
+    """Return the ``ptmdd pretrain`` command that creates the given pool."""
+    command = (
+        f"ptmdd pretrain --source {source} --arch {','.join(archs)} --num {num_models} "
+        f"--epochs {epochs}"
+    )
+    if root is not None:
+        command += f" --pool-root {root}"
+    return command
+
+
+def load_member(
+    source: str, arch: str, seed: int, epoch: int, *, root: str | Path | None = None,
+    device: str = "cpu",
+) -> nn.Module:
+    """Load one frozen pool member (eval mode, no gradients) at ``epoch``."""
+    directory = MemberSpec(source, arch, seed).directory(resolve_pool_root(root))
+    path = directory / f"epoch_{epoch}.pt"
+    if not path.is_file():
+        raise MissingPoolError(
+            f"no checkpoint {path}; create it with: "
+            f"{pretrain_command(source, [arch], seed + 1, epoch, root)}"
+        )
+    checkpoint = safe_load(path)
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise PoolError(f"{path} is not a ptmdd pool checkpoint (no 'state_dict')")
+    model = build_member_model(arch, source, seed)
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as error:
+        raise PoolError(
+            f"{path} does not fit architecture {arch} for {source}: {str(error).splitlines()[0]}"
+        ) from None
+    model.eval().requires_grad_(False)
+    return model.to(resolve_device(device))
+
+
+def load_pool(
+    source: str,
+    archs: Sequence[str],
+    n_models: int,
+    epoch: int,
+    device: str = "cpu",
+    *,
+    root: str | Path | None = None,
+) -> dict[str, list[nn.Module]]:
+    """Return frozen members 0 … n−1 of each architecture at ``epoch``, in eval mode on ``device``."""
+    base = resolve_pool_root(root)
+    missing = [
+        (arch, seed) for arch in archs for seed in range(n_models)
+        if not (MemberSpec(source, arch, seed).directory(base) / f"epoch_{epoch}.pt").is_file()
+    ]
+    if missing:
+        listed = ", ".join(f"{a}/seed{s}" for a, s in missing)
+        raise MissingPoolError(
+            f"pool {source} is missing epoch {epoch} of {listed} under {base}; create it with: "
+            f"{pretrain_command(source, archs, n_models, epoch, root)}"
+        )
+    return {
+        arch: [
+            load_member(source, arch, seed, epoch, root=root, device=device)
+            for seed in range(n_models)
+        ]
+        for arch in archs
+    }
+
+
+def member_log(source: str, arch: str, seed: int, root: str | Path | None = None) -> MemberLog:
+    """Return the training log of a member (its per-epoch test accuracy, times)."""
+    directory = MemberSpec(source, arch, seed).directory(resolve_pool_root(root))
+    log = _read_log(directory)
+    if log is None:
+        raise MissingPoolError(
+            f"no log under {directory}; create it with: "
+            f"{pretrain_command(source, [arch], seed + 1, PAPER_POOL_RECIPE.epochs, root)}"
+        )
+    return log
+
+
+def final_epoch(
+    source: str, archs: Sequence[str], n_models: int, root: str | Path | None = None
+) -> int:
+    """The last epoch that every member 0 … n−1 of every architecture has completed."""
+    try:
+        return min(
+            member_log(source, arch, seed, root).completed
+            for arch in archs for seed in range(n_models)
+        )
+    except MissingPoolError:
+        raise MissingPoolError(
+            f"pool {source} ({', '.join(archs)}, {n_models} per architecture) is not under "
+            f"{resolve_pool_root(root)}; create it with: "
+            f"{pretrain_command(source, archs, n_models, PAPER_POOL_RECIPE.epochs, root)}"
+        ) from None

@@ -1,0 +1,112 @@
+"""The one supervised training loop, shared by PTM pools and evaluation: SGD, step decay, accuracy."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .seeding import derive_seed
+
+Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class TrainRecipe:
+    """SGD hyper-parameters; the learning rate is multiplied by ``gamma`` at each milestone epoch."""
+
+    epochs: int
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 256
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.epochs < 0 or self.batch_size <= 0 or self.lr <= 0:
+            raise ValueError(f"invalid training recipe {self}")
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """Map ``auto`` to CUDA when available (else CPU); refuse ``cuda`` when there is none."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for, but torch sees no CUDA device here")
+    return torch.device(device)
+
+
+def seeded_model(build: Callable[[], nn.Module], *seed_parts: object) -> nn.Module:
+    """Call ``build`` with torch's global RNG seeded from ``seed_parts``, restoring it afterwards."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(*seed_parts))
+        return build()
+
+
+def make_optimizer(
+    model: nn.Module, recipe: TrainRecipe
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.MultiStepLR]:
+    """Return the SGD optimizer and its step-decay scheduler for ``recipe``."""
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+        weight_decay=recipe.weight_decay,
+    )
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(
+        optimizer, milestones=list(recipe.milestones), gamma=recipe.gamma
+    )
+    return optimizer, scheduler
+
+
+def train_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int,
+    generator: torch.Generator,
+    augment: Augment | None = None,
+) -> tuple[float, float]:
+    """Train one epoch over shuffled mini-batches; return mean loss and training accuracy."""
+    model.train()
+    device = next(model.parameters()).device
+    order = torch.randperm(len(labels), generator=generator)
+    total_loss = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    for start in range(0, len(order), batch_size):
+        batch = order[start:start + batch_size]
+        x = images[batch].to(device, non_blocking=True)
+        y = labels[batch].to(device, non_blocking=True)
+        if augment is not None:
+            x = augment(x, generator)
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total_loss += loss.detach() * len(y)
+        correct += (logits.argmax(1) == y).sum()
+    n = max(len(order), 1)
+    return total_loss.item() / n, correct.item() / n
+
+
+@torch.no_grad()
+def accuracy(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 2048
+) -> float:
+    """Return the top-1 accuracy of ``model`` (in eval mode) on ``images``."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    correct = 0
+    for start in range(0, len(labels), batch_size):
+        x = images[start:start + batch_size].to(device, non_blocking=True)
+        y = labels[start:start + batch_size].to(device, non_blocking=True)
+        correct += int((model(x).argmax(1) == y).sum())
+    model.train(was_training)
+    return correct / max(len(labels), 1)
