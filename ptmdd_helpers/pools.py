@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from filelock import FileLock
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -150,8 +151,25 @@ def train_member(
     device: str = "auto",
     progress: bool = True,
 ) -> MemberLog:
-    """Train (or resume, or skip) one pool member up to ``spec.recipe.epochs``; return its log."""
+    """Train (or resume, or skip) one pool member up to ``spec.recipe.epochs``; return its log.
+
+    A file lock beside the member's folder keeps two processes from training it at once.
+    """
+    from .data import get_info
+    from .models import list_models
+
+    get_info(spec.source)  # unknown names fail here, before anything is written
+    if spec.arch not in list_models():
+        raise ValueError(f"unknown model {spec.arch!r}; valid: {', '.join(list_models())}")
     directory = spec.directory(resolve_pool_root(root))
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(directory) + ".lock"):
+        return _train_member_locked(spec, directory, data_root, device, progress)
+
+
+def _train_member_locked(
+    spec: MemberSpec, directory: Path, data_root: str | Path | None, device: str, progress: bool
+) -> MemberLog:
     data = load_dataset(spec.source, data_root)
     key = _recipe_key(spec, data)
     log = _read_log(directory)
