@@ -1,0 +1,345 @@
+"""The ``ptmdd`` command line: a thin face over the package's functions."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], Callable]]] = {}
+
+
+def command(name: str, help_text: str):
+    """Register a subcommand: the decorated function adds arguments and returns the runner."""
+
+    def decorator(add_arguments):
+        COMMANDS[name] = (help_text, add_arguments)
+        return add_arguments
+
+    return decorator
+
+
+def _csv(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _int_csv(text: str) -> list[int]:
+    return [int(part) for part in _csv(text)]
+
+
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    """Add ``--device auto|cpu|cuda``."""
+    parser.add_argument(
+        "--device", default="auto",
+        help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N (default: auto)",
+    )
+
+
+@command("models", "list the registered architectures")
+def _models(parser: argparse.ArgumentParser):
+    def run(args: argparse.Namespace) -> int:
+        from .models import list_models
+
+        print("\n".join(list_models()))
+        return 0
+
+    return run
+
+
+@command("datasets", "list the registered datasets with their shapes")
+def _datasets(parser: argparse.ArgumentParser):
+    def run(args: argparse.Namespace) -> int:
+        from .data import DATASETS
+
+        print(f"{'name':<14}{'channels':>9}{'size':>9}{'classes':>9}  source")
+        for name in sorted(DATASETS):
+            info = DATASETS[name]
+            size = "x".join(map(str, info.image_size))
+            where = "package (offline)" if info.offline else "data root / download"
+            print(f"{name:<14}{info.channels:>9}{size:>9}{info.num_classes:>9}  {where}")
+        return 0
+
+    return run
+
+
+@command("pretrain", "train a pool of pre-trained models (resumable; complete members skipped)")
+def _pretrain(parser: argparse.ArgumentParser):
+    from .pools import PAPER_POOL_RECIPE as R
+
+    parser.add_argument("--source", required=True, help="source dataset, e.g. FashionMNIST")
+    parser.add_argument("--arch", required=True, type=_csv,
+                        help="architecture(s), comma separated, e.g. ConvNet,AlexNet")
+    parser.add_argument("--num", type=int, default=1, help="members per architecture (seeds 0..N-1)")
+    parser.add_argument("--epochs", type=int, default=R.epochs)
+    parser.add_argument("--lr", type=float, default=R.lr)
+    parser.add_argument("--momentum", type=float, default=R.momentum)
+    parser.add_argument("--weight-decay", type=float, default=R.weight_decay)
+    parser.add_argument("--batch-size", type=int, default=R.batch_size)
+    parser.add_argument("--milestones", type=_int_csv, default=list(R.milestones),
+                        help="epochs at which the learning rate is multiplied by 0.1 (default 50,100)")
+    parser.add_argument("--keep-epochs", type=_int_csv, default=None,
+                        help="keep checkpoints only of these epochs (default: every epoch)")
+    parser.add_argument("--pool-root", default=None, help="default: $PTMDD_POOLS or ./runs/pools")
+    parser.add_argument("--data-root", default=None, help="default: $PTMDD_DATA or ./data")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_device_argument(parser)
+
+    def run(args: argparse.Namespace) -> int:
+        from .pools import TrainRecipe, resolve_pool_root, train_pool
+
+        recipe = TrainRecipe(
+            epochs=args.epochs, lr=args.lr, momentum=args.momentum,
+            weight_decay=args.weight_decay, batch_size=args.batch_size,
+            milestones=tuple(args.milestones),
+        )
+        logs = train_pool(
+            args.source, args.arch, args.num, recipe, keep_epochs=args.keep_epochs,
+            root=args.pool_root, data_root=args.data_root, device=args.device,
+            progress=not args.quiet,
+        )
+        root = resolve_pool_root(args.pool_root)
+        for (arch, seed), log in logs.items():
+            last = log.epochs[-1] if log.epochs else {}
+            print(
+                f"{args.source}/{arch}/seed{seed}: {log.completed} epochs, final test accuracy "
+                f"{last.get('test_acc', float('nan')):.4f}  ({root / args.source / arch / f'seed{seed}'})"
+            )
+        return 0
+
+    return run
+
+
+def add_location_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add --data-root, --pool-root, --store, --device and --quiet."""
+    parser.add_argument("--data-root", default=None, help="default: $PTMDD_DATA or ./data")
+    parser.add_argument("--pool-root", default=None, help="default: $PTMDD_POOLS or ./runs/pools")
+    parser.add_argument("--store", default=None, help="run store; default: $PTMDD_RUNS or ./runs/store")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_device_argument(parser)
+
+
+def _workspace(args: argparse.Namespace):
+    from .runs import Workspace
+    from .store import RunStore
+
+    return Workspace(RunStore(args.store), data_root=args.data_root, pool_root=args.pool_root,
+                     device=args.device, progress=not args.quiet,
+                     checkpoint_every=getattr(args, "checkpoint_every", 50))
+
+
+def _evaluate_and_print(subject, args: argparse.Namespace, workspace) -> None:
+    from .evaluate import protocol_for
+    from .runs import EvaluationSpec, evaluation_run
+
+    method = subject.method if hasattr(subject, "method") else "DC"
+    overrides = {"epochs": args.eval_epochs, "augment": args.eval_augment}
+    protocol = protocol_for(method, **{k: v for k, v in overrides.items() if v is not None})
+    for arch in args.eval_archs or [getattr(subject, "model", "ConvNet")]:
+        run = evaluation_run(EvaluationSpec(subject, arch, args.eval_nets, protocol), workspace)
+        summary = run.metrics["summary"]
+        seconds = sum(row["seconds"] for row in run.metrics["rows"])
+        print(f"evaluation {run.id}: {arch} ×{summary['n']} ({protocol.epochs} epochs, "
+              f"augment {protocol.augment}): {100 * summary['mean']:.2f} ± "
+              f"{100 * summary['std']:.2f} %  [{seconds:.1f} s training]")
+
+
+def add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the evaluation protocol options."""
+    parser.add_argument("--eval-archs", type=_csv, default=None,
+                        help="architectures to evaluate on (default: the distillation model)")
+    parser.add_argument("--eval-nets", type=int, default=20,
+                        help="fresh networks per architecture (default 20)")
+    parser.add_argument("--eval-epochs", type=int, default=None,
+                        help="training epochs (default: 300 for DC, 1000 for DSA/DM)")
+    parser.add_argument("--eval-augment", choices=("none", "dsa"), default=None,
+                        help="augmentation while training (default: none for DC, dsa for DSA/DM)")
+
+
+@command("distill", "distill a synthetic set (optionally PTM-guided), store and evaluate it")
+def _distill(parser: argparse.ArgumentParser):
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--method", required=True, help="DC, DSA or DM")
+    parser.add_argument("--ipc", type=int, required=True, help="images per class")
+    parser.add_argument("--model", default="ConvNet", help="network used for matching")
+    parser.add_argument("--iterations", type=int, default=None,
+                        help="default: 1000 (DC/DSA), 20000 (DM)")
+    parser.add_argument("--init", choices=("real", "noise"), default=None,
+                        help="default: noise (DC/DSA), real (DM)")
+    parser.add_argument("--lr-img", type=float, default=None,
+                        help="default: 0.1 (DC/DSA), 1.0 (DM)")
+    parser.add_argument("--lr-net", type=float, default=None, help="default 0.01")
+    parser.add_argument("--batch-real", type=int, default=None, help="real images per class")
+    parser.add_argument("--outer-loop", type=int, default=None, help="default: by IPC")
+    parser.add_argument("--inner-loop", type=int, default=None, help="default: by IPC")
+    parser.add_argument("--seed", type=int, default=0, help="replicate index")
+    kind = parser.add_mutually_exclusive_group()
+    kind.add_argument("--clom", action="store_true", help="guide with CLoM (same label space)")
+    kind.add_argument("--cclom", action="store_true", help="guide with CCLoM (any source)")
+    parser.add_argument("--pool", type=_csv, default=["ConvNet"],
+                        help="pool architectures, comma separated (default ConvNet)")
+    parser.add_argument("--pool-size", type=int, default=1, help="members per architecture")
+    parser.add_argument("--pool-epoch", type=int, default=None,
+                        help="checkpoint epoch (default: the last epoch the pool has)")
+    parser.add_argument("--source", default=None, help="dataset of the PTMs (default: target)")
+    parser.add_argument("--alphas", default="100",
+                        help="α, one value or one per pool architecture (default 100)")
+    parser.add_argument("--cclom-batch", type=int, default=None,
+                        help="real images per CCLoM use (default 8196, capped at the dataset)")
+    parser.add_argument("--ptm-only", action="store_true", help="drop the DD loss (α study)")
+    parser.add_argument("--checkpoint-every", type=int, default=50,
+                        help="iterations between resumable checkpoints")
+    parser.add_argument("--no-eval", action="store_true", help="distill only")
+    add_evaluation_arguments(parser)
+    add_location_arguments(parser)
+
+    def run(args: argparse.Namespace) -> int:
+        from .distill import make_spec
+        from dataclasses import replace
+
+        from .guidance import DEFAULT_CCLOM_REAL_BATCH, GuidanceSpec, parse_alphas, validate_guidance
+        from .pools import final_epoch
+        from .runs import distill_run
+
+        guidance = None
+        if args.clom or args.cclom:
+            source = args.source or args.dataset
+            guidance = GuidanceSpec(
+                kind="clom" if args.clom else "cclom", source=source, archs=tuple(args.pool),
+                n_models=args.pool_size, epoch=args.pool_epoch or 1,
+                alphas=parse_alphas(args.alphas),
+                real_batch=args.cclom_batch or DEFAULT_CCLOM_REAL_BATCH, ptm_only=args.ptm_only,
+            )
+            validate_guidance(guidance, args.dataset)
+            if args.pool_epoch is None:
+                last = final_epoch(source, guidance.archs, args.pool_size, args.pool_root)
+                guidance = replace(guidance, epoch=last)
+        elif args.ptm_only:
+            raise ValueError("--ptm-only needs --clom or --cclom")
+        spec = make_spec(
+            args.dataset, args.method, args.ipc, model=args.model, iterations=args.iterations,
+            init=args.init, lr_img=args.lr_img, lr_net=args.lr_net, batch_real=args.batch_real,
+            outer_loop=args.outer_loop, inner_loop=args.inner_loop, guidance=guidance,
+            seed=args.seed,
+        )
+        workspace = _workspace(args)
+        run = distill_run(spec, workspace)
+        print(f"distillation {run.id}: {run.metrics['iterations']} iterations in "
+              f"{run.metrics['distill_seconds']:.1f} s, final loss {run.metrics['final_loss']}"
+              f"  ({run.path})")
+        if not args.no_eval:
+            _evaluate_and_print(spec, args, workspace)
+        return 0
+
+    return run
+
+
+@command("evaluate", "evaluate a stored distillation (cross-architecture) or a real baseline")
+def _evaluate(parser: argparse.ArgumentParser):
+    parser.add_argument("run", nargs="?", default=None, help="run id or path of a distillation")
+    parser.add_argument("--random-real", nargs=2, metavar=("DATASET", "IPC"), default=None,
+                        help="evaluate a random real subset instead")
+    parser.add_argument("--whole", metavar="DATASET", default=None,
+                        help="evaluate the whole training set instead")
+    parser.add_argument("--seed", type=int, default=0, help="replicate of the random subset")
+    add_evaluation_arguments(parser)
+    add_location_arguments(parser)
+
+    def run(args: argparse.Namespace) -> int:
+        from .distill import DistillSpec
+        from .runs import RealSubsetSpec, WholeDatasetSpec, spec_from_dict
+
+        workspace = _workspace(args)
+        if args.random_real:
+            subject = RealSubsetSpec(args.random_real[0], int(args.random_real[1]), args.seed)
+        elif args.whole:
+            subject = WholeDatasetSpec(args.whole)
+        elif args.run:
+            subject = spec_from_dict(workspace.store.load(args.run).spec)
+            if not isinstance(subject, DistillSpec):
+                raise ValueError(f"{args.run} is not a distillation run")
+        else:
+            raise ValueError("give a run id or path, --random-real DATASET IPC, or --whole DATASET")
+        _evaluate_and_print(subject, args, workspace)
+        return 0
+
+    return run
+
+
+@command("runs", "list stored runs, or show one")
+def _runs(parser: argparse.ArgumentParser):
+    parser.add_argument("action", choices=("list", "show"), nargs="?", default="list")
+    parser.add_argument("run", nargs="?", default=None, help="run id or path (for show)")
+    parser.add_argument("--kind", default=None, help="distill or evaluation")
+    parser.add_argument("--store", default=None, help="default: $PTMDD_RUNS or ./runs/store")
+
+    def run(args: argparse.Namespace) -> int:
+        import json
+
+        from .store import RunStore
+
+        store = RunStore(args.store)
+        if args.action == "show":
+            if not args.run:
+                raise ValueError("ptmdd runs show needs a run id or path")
+            found = store.load(args.run)
+            print(json.dumps({"id": found.id, "path": str(found.path), "spec": found.spec,
+                              "metrics": {k: v for k, v in found.metrics.items()
+                                          if k != "loss_history"}}, indent=2))
+            return 0
+        for found in store.runs(args.kind):
+            summary = found.metrics.get("summary")
+            extra = (f"{100 * summary['mean']:.2f} ± {100 * summary['std']:.2f} %"
+                     if summary else f"loss {found.metrics.get('final_loss')}")
+            print(f"{found.id}  {extra}")
+        return 0
+
+    return run
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Return the exception types that mean bad input and are shown without a traceback."""
+    from .data import DataUnavailableError
+    from .distill import DistillationDiverged
+    from .pools import PoolError
+
+    errors: list[type[BaseException]] = [
+        ValueError, DataUnavailableError, PoolError, DistillationDiverged,
+    ]
+    try:
+        from .store import RunError
+
+        errors.append(RunError)
+    except ImportError:  # pragma: no cover - store is part of the package
+        pass
+    return tuple(errors)
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
+    """Build the argument parser and the map from subcommand to runner."""
+    parser = argparse.ArgumentParser(
+        prog="ptmdd", description="Pre-trained models in dataset distillation."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    runners = {}
+    for name, (help_text, add_arguments) in COMMANDS.items():
+        runners[name] = add_arguments(sub.add_parser(name, help=help_text, description=help_text))
+    return parser, runners
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``ptmdd`` console script."""
+    parser, runners = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return runners[args.command](args)
+    except user_errors() as error:
+        print(f"ptmdd {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"ptmdd {args.command}: interrupted; completed work is kept and resumes on the next "
+              "run", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

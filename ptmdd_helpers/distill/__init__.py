@@ -1,0 +1,59 @@
+"""Distillation methods: DC, DSA and DM, optionally guided by a pool of pre-trained models."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from ..data import LoadedDataset
+from ..guidance import Guidance
+from .dc import dc_iteration
+from .dm import dm_iteration
+from .engine import (
+    DistillationDiverged,
+    DistillState,
+    LoadCheckpoint,
+    SaveCheckpoint,
+    initial_synthetic_set,
+    run_distillation,
+    validate_spec,
+)
+from .matching import match_loss
+from .spec import LOOPS_BY_IPC, METHODS, DistillSpec, loops_for_ipc, make_spec, with_seed
+
+ITERATIONS: dict[str, Callable[[DistillState], float]] = {
+    "DC": dc_iteration,
+    "DSA": dc_iteration,
+    "DM": dm_iteration,
+}
+
+
+def distill(
+    spec: DistillSpec,
+    data: LoadedDataset,
+    *,
+    run_key: str,
+    guidance: Guidance | None = None,
+    device: torch.device | str = "cpu",
+    save_checkpoint: SaveCheckpoint | None = None,
+    load_checkpoint: LoadCheckpoint | None = None,
+    checkpoint_every: int = 50,
+    progress: bool = True,
+) -> dict:
+    """Distill ``data`` by ``spec``; return {"images", "labels", "history", "seconds"}."""
+    validate_spec(spec, data)
+    if (spec.guidance is None) != (guidance is None):
+        raise ValueError("pass a Guidance exactly when the spec has a guidance section")
+    return run_distillation(
+        spec, data, ITERATIONS[spec.method], run_key=run_key, guidance=guidance, device=device,
+        save_checkpoint=save_checkpoint, load_checkpoint=load_checkpoint,
+        checkpoint_every=checkpoint_every, progress=progress,
+    )
+
+
+__all__ = [
+    "ITERATIONS", "LOOPS_BY_IPC", "METHODS", "DistillSpec", "DistillState",
+    "DistillationDiverged", "distill", "initial_synthetic_set", "loops_for_ipc", "make_spec",
+    "match_loss", "validate_spec", "with_seed",
+]

@@ -1,0 +1,174 @@
+"""The outer distillation loop shared by DC, DSA and DM: initialization, optimizer, checkpoints.
+
+Reproducibility: every random draw of iteration ``i`` (fresh network, real batches, augmentation,
+guidance draws) comes from generators derived from the spec's id and ``i``, so a run resumed from a
+checkpoint (synthetic images + optimizer state) continues exactly as an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from ..augment import DSAConfig
+from ..data import LoadedDataset
+from ..guidance import Guidance
+from ..models import create_model, list_models
+from ..seeding import make_generator
+from ..training import seeded_model
+from .matching import METRICS
+from .spec import INITS, DistillSpec
+
+SaveCheckpoint = Callable[[dict, int], None]
+LoadCheckpoint = Callable[[], "tuple[dict, int] | None"]
+
+
+class DistillationDiverged(RuntimeError):
+    """The loss became NaN or infinite; ``images`` holds the last good synthetic set."""
+
+    def __init__(self, message: str, images: torch.Tensor, labels: torch.Tensor) -> None:
+        super().__init__(message)
+        self.images = images
+        self.labels = labels
+
+
+@dataclass
+class DistillState:
+    """What a method's iteration needs: the spec, data, synthetic set, its optimizer, guidance."""
+
+    spec: DistillSpec
+    run_key: str
+    data: LoadedDataset
+    images: torch.Tensor
+    labels: torch.Tensor
+    optimizer: torch.optim.Optimizer
+    guidance: Guidance | None
+    device: torch.device
+    dsa: DSAConfig
+    iteration: int = 0
+    last_good: torch.Tensor | None = field(default=None, repr=False)
+
+    def generator(self, *purpose: object) -> torch.Generator:
+        """A generator for this iteration and ``purpose``, derived from the run key."""
+        return make_generator(self.run_key, self.iteration, *purpose)
+
+    def fresh_network(self) -> torch.nn.Module:
+        """The randomly initialized network of this iteration, on the device."""
+        info = self.data.info
+        return seeded_model(
+            lambda: create_model(self.spec.model, info.channels, info.num_classes,
+                                 info.image_size),
+            self.run_key, self.iteration, "network",
+        ).to(self.device)
+
+    def class_slice(self, label: int) -> slice:
+        """The rows of the synthetic set that belong to class ``label``."""
+        return slice(label * self.spec.ipc, (label + 1) * self.spec.ipc)
+
+    def step(self, loss: torch.Tensor) -> float:
+        """Take one optimizer step on the synthetic images; stop on a non-finite loss."""
+        value = float(loss.detach())
+        if not torch.isfinite(loss.detach()):
+            raise DistillationDiverged(
+                f"the {self.spec.method} loss became {value} at iteration {self.iteration}; "
+                f"stopped and kept the last good synthetic set",
+                self.images.detach().clone(), self.labels.clone(),
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return value
+
+
+def validate_spec(spec: DistillSpec, data: LoadedDataset) -> None:
+    """Raise ``ValueError`` with a clear message for settings that cannot run on ``data``."""
+    from .spec import METHODS
+
+    if spec.method not in METHODS:
+        raise ValueError(f"unknown method {spec.method!r}; valid: {', '.join(METHODS)}")
+    if spec.model not in list_models():
+        raise ValueError(f"unknown model {spec.model!r}; valid: {', '.join(list_models())}")
+    smallest = data.min_class_count()
+    if spec.ipc <= 0 or spec.ipc > smallest:
+        raise ValueError(
+            f"IPC must be between 1 and the smallest class of {data.info.name} ({smallest}); "
+            f"got {spec.ipc}"
+        )
+    if spec.init not in INITS:
+        raise ValueError(f"unknown init {spec.init!r}; valid: {', '.join(INITS)}")
+    if spec.metric not in METRICS:
+        raise ValueError(f"unknown matching metric {spec.metric!r}; valid: {', '.join(METRICS)}")
+    if spec.iterations < 0 or min(spec.outer_loop, spec.inner_loop, spec.batch_real) < 1:
+        raise ValueError("iterations must be ≥ 0; loops and batch sizes must be positive")
+
+
+def initial_synthetic_set(
+    spec: DistillSpec, data: LoadedDataset, run_key: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Synthetic images (class by class) from random real images or Gaussian noise, with labels."""
+    info = data.info
+    generator = make_generator(run_key, "init")
+    labels = torch.arange(info.num_classes).repeat_interleave(spec.ipc)
+    if spec.init == "real":
+        images = torch.cat(
+            [data.sample_class(c, spec.ipc, generator) for c in range(info.num_classes)]
+        )
+    else:
+        shape = (info.num_classes * spec.ipc, info.channels, *info.image_size)
+        images = torch.randn(shape, generator=generator)
+    return images.clone(), labels
+
+
+def run_distillation(
+    spec: DistillSpec,
+    data: LoadedDataset,
+    iteration_fn: Callable[[DistillState], float],
+    *,
+    run_key: str,
+    guidance: Guidance | None = None,
+    device: torch.device | str = "cpu",
+    save_checkpoint: SaveCheckpoint | None = None,
+    load_checkpoint: LoadCheckpoint | None = None,
+    checkpoint_every: int = 50,
+    progress: bool = True,
+) -> dict:
+    """Run ``spec.iterations`` iterations of ``iteration_fn``; return images, labels and history."""
+    device = torch.device(device)
+    images, labels = initial_synthetic_set(spec, data, run_key)
+    images = images.to(device).requires_grad_(True)
+    labels = labels.to(device)
+    optimizer = torch.optim.SGD([images], lr=spec.lr_img, momentum=spec.momentum_img)
+    start, history, seconds = 0, [], 0.0
+    restored = load_checkpoint() if load_checkpoint is not None else None
+    if restored is not None:
+        state, start = restored
+        with torch.no_grad():
+            images.copy_(state["images"].to(device))
+        optimizer.load_state_dict(state["optimizer"])
+        history, seconds = list(state["history"]), float(state["seconds"])
+    dsa = DSAConfig() if spec.dsa_flip else DSAConfig().without_flip()
+    state_obj = DistillState(spec, run_key, data, images, labels, optimizer, guidance, device, dsa)
+    bar = tqdm(range(start, spec.iterations), disable=not progress, initial=start,
+               total=spec.iterations, desc=f"{spec.method} {data.info.name} IPC{spec.ipc}",
+               unit="it")
+    for iteration in bar:
+        state_obj.iteration = iteration
+        tic = time.perf_counter()
+        loss = iteration_fn(state_obj)
+        seconds += time.perf_counter() - tic
+        history.append(loss)
+        done = iteration + 1
+        if save_checkpoint is not None and done % checkpoint_every == 0 and done < spec.iterations:
+            save_checkpoint(
+                {"images": images.detach().cpu(), "optimizer": optimizer.state_dict(),
+                 "history": history, "seconds": seconds},
+                done,
+            )
+        if iteration % 10 == 0:
+            bar.set_postfix(loss=f"{loss:.4g}")
+    return {"images": images.detach().cpu(), "labels": labels.cpu(), "history": history,
+            "seconds": seconds}

@@ -1,0 +1,80 @@
+"""The distillation spec: every setting of a run, method defaults filled in and visible."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from ..guidance import GuidanceSpec
+
+METHODS = ("DC", "DSA", "DM")
+INITS = ("real", "noise")
+
+# DC/DSA outer and inner loops by IPC (PAPER.md).
+LOOPS_BY_IPC = {1: (1, 1), 10: (10, 50), 20: (20, 25), 30: (30, 20), 40: (40, 15), 50: (50, 10)}
+
+METHOD_DEFAULTS = {
+    "DC": {"iterations": 1000, "lr_img": 0.1, "init": "noise"},
+    "DSA": {"iterations": 1000, "lr_img": 0.1, "init": "noise"},
+    "DM": {"iterations": 20000, "lr_img": 1.0, "init": "real"},
+}
+
+
+def loops_for_ipc(ipc: int) -> tuple[int, int]:
+    """(outer, inner) loops for ``ipc``: the table's entry, else that of the nearest tabulated IPC.
+
+    Ties go to the smaller IPC; e.g. IPC 5 uses IPC 1's loops (1, 1) and IPC 100 uses IPC 50's.
+    """
+    nearest = min(LOOPS_BY_IPC, key=lambda tabulated: (abs(tabulated - ipc), tabulated))
+    return LOOPS_BY_IPC[nearest]
+
+
+@dataclass(frozen=True)
+class DistillSpec:
+    """One distillation: dataset, method, IPC, every hyper-parameter, guidance and seed."""
+
+    dataset: str
+    method: str
+    ipc: int
+    model: str = "ConvNet"
+    iterations: int = 1000
+    lr_img: float = 0.1
+    lr_net: float = 0.01
+    momentum_img: float = 0.5
+    batch_real: int = 256
+    batch_train: int = 256
+    outer_loop: int = 1
+    inner_loop: int = 1
+    init: str = "noise"
+    metric: str = "ours"
+    augment: bool = True  # Siamese augmentation in DSA and DM (off: plain DC matching / DM)
+    dsa_flip: bool = True
+    bn_batch_per_class: int = 16
+    guidance: GuidanceSpec | None = None
+    seed: int = 0
+
+    @property
+    def uses_dsa(self) -> bool:
+        """Whether real and synthetic batches get Siamese augmentation (DSA and DM)."""
+        return self.augment and self.method in ("DSA", "DM")
+
+
+def make_spec(dataset: str, method: str, ipc: int, **overrides) -> DistillSpec:
+    """Build a spec with the paper's defaults for ``method`` and ``ipc``; ``overrides`` win.
+
+    ``dsa_flip`` defaults to the dataset's ``flip_augment`` (no flips for digit datasets).
+    """
+    from ..data import get_info
+
+    method = method.upper()
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
+    outer, inner = loops_for_ipc(ipc) if ipc > 0 else (1, 1)
+    defaults = dict(METHOD_DEFAULTS[method], outer_loop=outer, inner_loop=inner,
+                    dsa_flip=get_info(dataset).flip_augment)
+    defaults.update({k: v for k, v in overrides.items() if v is not None})
+    return DistillSpec(dataset=dataset, method=method, ipc=ipc, **defaults)
+
+
+def with_seed(spec: DistillSpec, seed: int) -> DistillSpec:
+    """Return ``spec`` for another replicate."""
+    return replace(spec, seed=seed)

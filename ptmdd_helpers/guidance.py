@@ -1,0 +1,150 @@
+"""Guidance from frozen pre-trained models: CLoM and CCLoM (PAPER.md).
+
+- CLoM: cross-entropy of a PTM's predictions on all synthetic images against their labels. The PTM
+  must have been trained on the target's label space.
+- CCLoM: with the PTM's feature extractor F, ``B`` real target images drawn uniformly from the
+  training set, d_ij = 1 − cos(F(x_syn_i), F(x_real_j)) and M_ij = [y_syn_i = y_real_j], the loss is
+  Σ M⊙d / Σ d. ``B`` defaults to 8196 (the authors' example) and is capped at the training-set size.
+
+Per use, one architecture is drawn uniformly from the pool, then one of its members uniformly, both
+from an explicit generator; α is one value or one per architecture (that of the drawn one applies).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data import LoadedDataset, get_info
+from .pools import load_pool
+
+DEFAULT_CCLOM_REAL_BATCH = 8196
+KINDS = ("clom", "cclom")
+
+
+@dataclass(frozen=True)
+class GuidanceSpec:
+    """Which pool guides the distillation, with which loss and weight."""
+
+    kind: str  # "clom" or "cclom"
+    source: str  # dataset the PTMs were trained on
+    archs: tuple[str, ...] = ("ConvNet",)
+    n_models: int = 1
+    epoch: int = 150
+    alphas: tuple[float, ...] = (100.0,)
+    real_batch: int = DEFAULT_CCLOM_REAL_BATCH  # CCLoM only
+    ptm_only: bool = False  # drop the DD loss: optimize α · L_PTM alone
+
+    def alpha_of(self, arch: str) -> float:
+        """Return α for ``arch`` (the single α, or the one at the architecture's position)."""
+        return self.alphas[0] if len(self.alphas) == 1 else self.alphas[self.archs.index(arch)]
+
+
+def validate_guidance(spec: GuidanceSpec, target: str) -> None:
+    """Raise ``ValueError`` for an unusable guidance spec (kind, α count, label spaces, sizes)."""
+    if spec.kind not in KINDS:
+        raise ValueError(f"unknown guidance {spec.kind!r}; valid: {', '.join(KINDS)}")
+    if not spec.archs:
+        raise ValueError("the guidance pool needs at least one architecture")
+    if len(spec.alphas) not in (1, len(spec.archs)):
+        raise ValueError(
+            f"{len(spec.alphas)} α values for {len(spec.archs)} pool architectures "
+            f"({', '.join(spec.archs)}): give one α, or one per architecture"
+        )
+    if spec.n_models < 1:
+        raise ValueError("the guidance pool needs at least one model per architecture")
+    source, target_info = get_info(spec.source), get_info(target)
+    if spec.kind == "clom" and (
+        source.num_classes != target_info.num_classes or
+        (source.class_names != target_info.class_names and spec.source != target)
+    ):
+        raise ValueError(
+            f"CLoM needs PTMs trained on the target's label space, but {spec.source} "
+            f"({source.num_classes} classes) is not {target} ({target_info.num_classes} classes); "
+            f"use CCLoM (--cclom) for PTMs from another dataset"
+        )
+    if (source.channels, source.image_size) != (target_info.channels, target_info.image_size):
+        raise ValueError(
+            f"PTMs trained on {spec.source} expect {source.channels}×"
+            f"{'×'.join(map(str, source.image_size))} images, but {target} has "
+            f"{target_info.channels}×{'×'.join(map(str, target_info.image_size))}"
+        )
+
+
+class Guidance:
+    """A loaded pool and the loss it adds; call :meth:`loss` once per use."""
+
+    def __init__(
+        self,
+        spec: GuidanceSpec,
+        data: LoadedDataset,
+        *,
+        device: torch.device | str = "cpu",
+        pool_root: str | Path | None = None,
+    ) -> None:
+        validate_guidance(spec, data.info.name)
+        self.spec = spec
+        self.data = data
+        self.device = torch.device(device)
+        self.pool: dict[str, list[nn.Module]] = load_pool(
+            spec.source, spec.archs, spec.n_models, spec.epoch, self.device, root=pool_root
+        )
+        self.real_batch = min(spec.real_batch, len(data.train_labels))
+
+    def draw(self, generator: torch.Generator) -> tuple[str, nn.Module]:
+        """Draw an architecture uniformly, then one of its members uniformly."""
+        arch = self.spec.archs[int(torch.randint(len(self.spec.archs), (), generator=generator))]
+        members = self.pool[arch]
+        return arch, members[int(torch.randint(len(members), (), generator=generator))]
+
+    def loss(
+        self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator
+    ) -> torch.Tensor:
+        """Return α · L_PTM for the synthetic ``images`` with one PTM drawn from ``generator``."""
+        arch, model = self.draw(generator)
+        if self.spec.kind == "clom":
+            value = clom_loss(model, images, labels)
+        else:
+            chosen = torch.randperm(len(self.data.train_labels), generator=generator)
+            chosen = chosen[: self.real_batch]
+            real = self.data.train_images[chosen].to(self.device)
+            real_labels = self.data.train_labels[chosen].to(self.device)
+            value = cclom_loss(model, images, labels, real, real_labels)
+        return self.spec.alpha_of(arch) * value
+
+
+def clom_loss(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the frozen ``model`` on the synthetic images against their labels."""
+    return F.cross_entropy(model(images), labels)
+
+
+def cclom_loss(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    real_images: torch.Tensor,
+    real_labels: torch.Tensor,
+    chunk: int = 2048,
+) -> torch.Tensor:
+    """Contrastive feature loss Σ M⊙d / Σ d with cosine distances to real-image features."""
+    with torch.no_grad():
+        real_features = torch.cat(
+            [model.embed(real_images[i:i + chunk]) for i in range(0, len(real_images), chunk)]
+        )
+    syn = F.normalize(model.embed(images), dim=1)
+    real = F.normalize(real_features, dim=1)
+    distance = 1 - syn @ real.T
+    mask = (labels.view(-1, 1) == real_labels.view(1, -1)).to(distance.dtype)
+    return (mask * distance).sum() / distance.sum()
+
+
+def parse_alphas(text: str | Sequence[float]) -> tuple[float, ...]:
+    """Parse ``"100"`` or ``"5000,5000,100"`` into a tuple of floats."""
+    if isinstance(text, str):
+        return tuple(float(part) for part in text.split(",") if part.strip())
+    return tuple(float(a) for a in text)

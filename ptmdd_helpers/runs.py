@@ -1,0 +1,170 @@
+"""Units of work through the run store: a distillation, and an evaluation of any training set.
+
+A training set to evaluate (the *subject*) is a distilled set (:class:`DistillSpec`), a random real
+subset of the same size (:class:`RealSubsetSpec`) or the whole training set
+(:class:`WholeDatasetSpec`). An :class:`EvaluationSpec` trains ``n_nets`` fresh networks of one
+architecture on the subject; since it is stored like every run, the whole-dataset reference is
+computed once per dataset, architecture and protocol.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .data import LoadedDataset, load_dataset
+from .distill import DistillationDiverged, DistillSpec, distill
+from .evaluate import EvalProtocol, evaluate_images, random_real_subset, summarize
+from .guidance import Guidance, GuidanceSpec
+from .models import list_models
+from .seeding import make_generator
+from .store import Run, RunContext, RunError, RunStore, spec_id
+from .training import resolve_device
+
+
+@dataclass(frozen=True)
+class RealSubsetSpec:
+    """``ipc`` random real training images per class (replicate ``seed``)."""
+
+    dataset: str
+    ipc: int
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class WholeDatasetSpec:
+    """The whole training set of ``dataset``."""
+
+    dataset: str
+
+
+Subject = DistillSpec | RealSubsetSpec | WholeDatasetSpec
+
+
+@dataclass(frozen=True)
+class EvaluationSpec:
+    """Train ``n_nets`` fresh ``arch`` networks on ``subject`` by ``protocol``; test each."""
+
+    subject: Subject
+    arch: str
+    n_nets: int
+    protocol: EvalProtocol
+
+
+SPEC_CLASSES = {
+    cls.__name__: cls
+    for cls in (DistillSpec, GuidanceSpec, RealSubsetSpec, WholeDatasetSpec, EvaluationSpec,
+                EvalProtocol)
+}
+
+
+def spec_from_dict(raw: object) -> object:
+    """Rebuild a spec from its stored JSON (``__kind__`` names the class; lists become tuples)."""
+    if isinstance(raw, dict):
+        fields = {k: spec_from_dict(v) for k, v in raw.items() if k != "__kind__"}
+        kind = raw.get("__kind__")
+        if kind is None:
+            return fields
+        if kind not in SPEC_CLASSES:
+            raise RunError(f"unknown spec kind {kind!r} in a stored run")
+        return SPEC_CLASSES[kind](**fields)
+    if isinstance(raw, list):
+        return tuple(spec_from_dict(v) for v in raw)
+    return raw
+
+
+@dataclass
+class Workspace:
+    """Where runs, data and pools live and how to compute (none of it changes a result)."""
+
+    store: RunStore
+    data_root: str | Path | None = None
+    pool_root: str | Path | None = None
+    device: str = "auto"
+    progress: bool = True
+    checkpoint_every: int = 50
+
+    def dataset(self, name: str) -> LoadedDataset:
+        """Load ``name`` from this workspace's data root."""
+        return load_dataset(name, self.data_root)
+
+
+def distill_run(spec: DistillSpec, workspace: Workspace) -> Run:
+    """Return the stored distillation for ``spec``, computing (or resuming) it if needed."""
+    existing = workspace.store.get(spec)
+    if existing is not None:
+        return existing
+    data = workspace.dataset(spec.dataset)
+    from .distill import validate_spec
+
+    validate_spec(spec, data)
+    device = resolve_device(workspace.device)
+    guidance = (
+        Guidance(spec.guidance, data, device=device, pool_root=workspace.pool_root)
+        if spec.guidance is not None else None
+    )
+    run_key = spec_id(spec)
+
+    def compute(ctx: RunContext) -> dict:
+        try:
+            result = distill(
+                spec, data, run_key=run_key, guidance=guidance, device=device,
+                save_checkpoint=ctx.save_checkpoint, load_checkpoint=ctx.load_checkpoint,
+                checkpoint_every=workspace.checkpoint_every, progress=workspace.progress,
+            )
+        except DistillationDiverged as diverged:
+            ctx.save_tensors({"images": diverged.images, "labels": diverged.labels}, "last_good")
+            raise DistillationDiverged(
+                f"{diverged} in {ctx.path / 'last_good.pt'}", diverged.images, diverged.labels
+            ) from None
+        ctx.save_tensors({"images": result["images"], "labels": result["labels"]})
+        info = data.info
+        ctx.save_image_grid(result["images"], info.mean, info.std,
+                            nrow=spec.ipc if spec.ipc > 1 else info.num_classes)
+        ctx.add_timing("distill_seconds", result["seconds"])
+        history = result["history"]
+        return {
+            "iterations": len(history),
+            "final_loss": history[-1] if history else None,
+            "loss_history": history,
+            "distill_seconds": result["seconds"],
+        }
+
+    return workspace.store.get_or_compute(spec, compute, device=str(device))
+
+
+def training_set(subject: Subject, workspace: Workspace) -> tuple[torch.Tensor, torch.Tensor]:
+    """The images and labels of ``subject`` (a distilled set is computed if not stored)."""
+    if isinstance(subject, DistillSpec):
+        tensors = distill_run(subject, workspace).tensors()
+        return tensors["images"], tensors["labels"]
+    data = workspace.dataset(subject.dataset)
+    if isinstance(subject, RealSubsetSpec):
+        return random_real_subset(data, subject.ipc, make_generator(spec_id(subject)))
+    return data.train_images, data.train_labels
+
+
+def evaluation_run(spec: EvaluationSpec, workspace: Workspace) -> Run:
+    """Return the stored evaluation for ``spec``, training its networks if needed."""
+    existing = workspace.store.get(spec)
+    if existing is not None:
+        return existing
+    if spec.arch not in list_models():
+        raise ValueError(f"unknown model {spec.arch!r}; valid: {', '.join(list_models())}")
+    if spec.n_nets < 1:
+        raise ValueError("the number of evaluation networks must be at least 1")
+    images, labels = training_set(spec.subject, workspace)
+    data = workspace.dataset(spec.subject.dataset)
+    device = resolve_device(workspace.device)
+
+    def compute(ctx: RunContext) -> dict:
+        rows = evaluate_images(
+            images, labels, data, [spec.arch], spec.n_nets, spec.protocol, (spec_id(spec),),
+            device=str(device), progress=workspace.progress,
+        )
+        ctx.add_timing("evaluate_seconds", sum(row["seconds"] for row in rows))
+        return {"rows": rows, "summary": summarize(rows)[spec.arch]}
+
+    return workspace.store.get_or_compute(spec, compute, device=str(device))

@@ -1,0 +1,49 @@
+"""The ptmdd command line: listings, pretrain, and errors without tracebacks."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from ptmdd_helpers.cli import main
+from ptmdd_helpers.models import list_models
+
+STUDY_NAMES = (
+    ["ConvNet"] + [f"ConvNetW{w}" for w in (32, 64, 128, 256)]
+    + [f"ConvNetD{d}" for d in range(1, 7)]
+    + ["ConvNetAS", "ConvNetAR", "ConvNetAL", "ConvNetASwish", "ConvNetASwishBN"]
+    + ["ConvNetNN", "ConvNetBN", "ConvNetLN", "ConvNetIN", "ConvNetGN"]
+    + ["ConvNetNP", "ConvNetMP", "ConvNetAP"]
+    + ["MLP", "LeNet", "AlexNet", "AlexNetBN", "VGG11", "VGG11BN", "ResNet18", "ResNet18BN",
+       "ResNet18BN_AP"]
+)
+
+
+def test_models_lists_every_study_name():
+    out = subprocess.run([sys.executable, "-m", "ptmdd_helpers.cli", "models"],
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert set(STUDY_NAMES) <= set(out)
+    assert out == list_models()
+
+
+def test_pretrain_twice_trains_once(tmp_path, capsys):
+    args = ["pretrain", "--source", "Digits", "--arch", "ConvNetW32", "--num", "2", "--epochs",
+            "1", "--pool-root", str(tmp_path), "--quiet", "--device", "cpu"]
+    assert main(args) == 0
+    first = sorted(p.stat().st_mtime_ns for p in tmp_path.rglob("epoch_*.pt"))
+    assert len(first) == 2
+    assert main(args) == 0
+    assert sorted(p.stat().st_mtime_ns for p in tmp_path.rglob("epoch_*.pt")) == first
+    assert "seed1: 1 epochs" in capsys.readouterr().out
+
+
+def test_bad_input_is_one_line_without_traceback(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "ptmdd_helpers.cli", "pretrain", "--source", "NoSuchSet",
+         "--arch", "ConvNet", "--pool-root", str(tmp_path)],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 2
+    assert "unknown dataset 'NoSuchSet'" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not any(tmp_path.iterdir())
