@@ -193,9 +193,9 @@ def _distill(parser: argparse.ArgumentParser):
     add_location_arguments(parser)
 
     def run(args: argparse.Namespace) -> int:
-        from .distill import make_spec
         from dataclasses import replace
 
+        from .distill import make_spec
         from .guidance import DEFAULT_CCLOM_REAL_BATCH, GuidanceSpec, parse_alphas, validate_guidance
         from .pools import final_epoch
         from .runs import distill_run

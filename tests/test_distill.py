@@ -27,7 +27,7 @@ def test_layer_distance_equals_its_formula_on_hand_made_gradients():
     conv_real = torch.randn(4, 3, 3, 3)
     conv_syn = torch.randn(4, 3, 3, 3)
     rows_r, rows_s = conv_real.reshape(4, -1), conv_syn.reshape(4, -1)
-    by_hand = sum(1 - (r @ s) / (r.norm() * s.norm() + 1e-6) for r, s in zip(rows_r, rows_s))
+    by_hand = sum(1 - (r @ s) / (r.norm() * s.norm() + 1e-6) for r, s in zip(rows_r, rows_s, strict=True))
     assert layer_distance(conv_real, conv_syn).item() == pytest.approx(by_hand.item(), rel=1e-6)
     assert layer_distance(torch.ones(5), torch.zeros(5)).item() == 0  # biases ignored
     assert match_loss([conv_syn, torch.ones(4)], [conv_real, torch.zeros(4)]).item() == (

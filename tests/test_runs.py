@@ -69,8 +69,8 @@ def test_whole_dataset_reference_beats_a_tiny_subset(workspace):
 def test_stored_specs_round_trip(workspace):
     spec = EvaluationSpec(make_spec("Digits", "DC", 1, guidance=GuidanceSpec("cclom", "Digits")),
                           "ConvNet", 5, protocol_for("DC"))
-    from ptmdd_helpers.store import canonical_json
-
     import json
+
+    from ptmdd_helpers.store import canonical_json
 
     assert spec_from_dict(json.loads(canonical_json(spec))) == spec
