@@ -60,6 +60,8 @@ CHECKPOINT_FILE = "checkpoint.pt"
 LOG_FILE = "log.txt"
 KIND_KEY = "__kind__"
 _TMP_SUFFIX = ".tmp"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 # Annotations (as written, ``from __future__ import annotations`` keeps them strings) of fields
 # whose integer values are encoded as floats, so that ``lr=1`` and ``lr=1.0`` give one run id.
@@ -214,6 +216,7 @@ def _atomic_target(path: Path, mode: str) -> Iterator[IO[Any]]:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(handle.name, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual mode
         os.replace(handle.name, path)
     except BaseException:
         with suppress(OSError):
