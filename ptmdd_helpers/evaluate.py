@@ -1,0 +1,293 @@
+"""Evaluation protocol: train fresh networks on a (synthetic or real) training set, test each.
+
+The protocol of the DC/DSA/DM reference code (``evaluate_synset``), with its defects fixed:
+
+* each network's accuracy is the test accuracy after its FINAL epoch (never the best over training,
+  which would select on the test set);
+* the learning rate is multiplied by 0.1 exactly once, at epoch ``epochs // 2`` (an int; the code
+  of the study passed the milestone as a string, so it never decayed);
+* exactly ``epochs`` epochs are run (the reference ran ``epochs + 1``), and the step decay is a
+  ``MultiStepLR`` on one SGD optimizer (the reference rebuilt the optimizer, dropping momentum);
+* every network has its own seed, derived with :func:`~ptmdd_helpers.seeding.derive_seed` from the
+  caller's seed parts, the network index and the architecture: initialization (through
+  :func:`~ptmdd_helpers.training.seeded_model`), mini-batch order and augmentation draws (one
+  explicit generator); the global RNG is neither read nor changed.
+
+Defaults (:func:`protocol_for`): DC trains 300 epochs without augmentation; DSA and DM train 1000
+epochs with per-sample DSA augmentation (``color_crop_cutout_flip_scale_rotate``, flip dropped for
+datasets whose ``flip_augment`` is False). SGD lr 0.01, momentum 0.9, weight decay 5e-4, batch 256.
+The training loop is :func:`~ptmdd_helpers.training.train_epoch`.
+
+On CPU, results are bitwise reproducible; on CUDA, non-deterministic cuDNN kernels may make
+repeated runs differ slightly.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields, replace
+
+import torch
+from tqdm.auto import tqdm
+
+from .augment import DSAConfig, augment_per_sample
+from .data import LoadedDataset
+from .models import create_model, list_models
+from .seeding import make_generator
+from .training import (
+    TrainRecipe,
+    accuracy,
+    make_optimizer,
+    resolve_device,
+    seeded_model,
+    train_epoch,
+)
+
+AUGMENTS = ("none", "dsa")
+
+# method -> (epochs, augment) of the reference evaluation
+METHOD_DEFAULTS: dict[str, tuple[int, str]] = {
+    "DC": (300, "none"),
+    "DSA": (1000, "dsa"),
+    "DM": (1000, "dsa"),
+}
+
+
+@dataclass(frozen=True)
+class EvalProtocol:
+    """How each evaluation network is trained: SGD with one step decay at half of training."""
+
+    epochs: int = 300
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 256
+    augment: str = "none"  # "none" | "dsa"
+
+    def __post_init__(self) -> None:
+        if self.augment not in AUGMENTS:
+            raise ValueError(f"unknown augment {self.augment!r}; valid: {', '.join(AUGMENTS)}")
+        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
+            raise ValueError(f"evaluation epochs must be an int >= 1, got {self.epochs!r}")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) \
+                or self.batch_size < 1:
+            raise ValueError(f"evaluation batch_size must be an int >= 1, got {self.batch_size!r}")
+        if not self.lr > 0:
+            raise ValueError(f"evaluation lr must be > 0, got {self.lr!r}")
+
+    def recipe(self) -> TrainRecipe:
+        """The training recipe: lr × 0.1 at epoch ``epochs // 2`` (no decay if epochs < 2)."""
+        milestones = (self.epochs // 2,) if self.epochs >= 2 else ()
+        return TrainRecipe(
+            epochs=self.epochs, lr=self.lr, momentum=self.momentum,
+            weight_decay=self.weight_decay, batch_size=self.batch_size,
+            milestones=milestones, gamma=0.1,
+        )
+
+
+def protocol_for(method: str, **overrides: object) -> EvalProtocol:
+    """DC: 300 epochs, no augmentation; DSA and DM: 1000 epochs with DSA; overrides replace fields.
+
+    ``method`` is case-insensitive; unknown methods or field names raise ``ValueError``.
+    """
+    key = method.upper()
+    if key not in METHOD_DEFAULTS:
+        raise ValueError(f"unknown method {method!r}; valid: {', '.join(METHOD_DEFAULTS)}")
+    names = {f.name for f in fields(EvalProtocol)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise ValueError(f"unknown protocol field(s) {unknown}; valid: {sorted(names)}")
+    epochs, augment = METHOD_DEFAULTS[key]
+    return replace(EvalProtocol(epochs=epochs, augment=augment), **overrides)
+
+
+def _augmenter(
+    protocol: EvalProtocol, data: LoadedDataset
+) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None:
+    """The per-sample DSA callable for ``train_epoch`` (flip dropped where flips are wrong)."""
+    if protocol.augment == "none":
+        return None
+    config = DSAConfig() if data.info.flip_augment else DSAConfig().without_flip()
+
+    def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return augment_per_sample(x, config, generator)
+
+    return augment
+
+
+def _check_training_set(
+    images: torch.Tensor, labels: torch.Tensor, data: LoadedDataset
+) -> None:
+    """Raise ``ValueError`` unless (images, labels) is a non-empty labelled set like ``data``."""
+    info = data.info
+    if not isinstance(images, torch.Tensor) or not isinstance(labels, torch.Tensor):
+        raise ValueError("images and labels must be torch tensors")
+    if images.ndim != 4 or images.shape[0] == 0:
+        raise ValueError(
+            f"the training set is empty or not an (N, C, H, W) batch: images of shape "
+            f"{tuple(images.shape)}"
+        )
+    expected = (info.channels, *info.image_size)
+    if tuple(images.shape[1:]) != expected:
+        raise ValueError(
+            f"{info.name} images are {expected} (C, H, W), got a training set of shape "
+            f"{tuple(images.shape)}"
+        )
+    if labels.shape != (images.shape[0],):
+        raise ValueError(
+            f"labels must be one per image, shape ({images.shape[0]},); got {tuple(labels.shape)}"
+        )
+    if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.is_complex():
+        raise ValueError(f"labels must be integer class indices, got dtype {labels.dtype}")
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= info.num_classes:
+        raise ValueError(
+            f"labels must lie in [0, {info.num_classes}) for {info.name}; got [{low}, {high}]"
+        )
+
+
+def _check_archs(archs: Sequence[str]) -> None:
+    if isinstance(archs, str):
+        raise ValueError(f"archs must be a sequence of names, got the string {archs!r}")
+    if not archs:
+        raise ValueError("no architectures to evaluate")
+    valid = list_models()
+    unknown = [a for a in archs if a not in valid]
+    if unknown:
+        raise ValueError(f"unknown model(s) {unknown}; valid: {', '.join(valid)}")
+
+
+def _train_and_test(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    test_images: torch.Tensor,
+    test_labels: torch.Tensor,
+    data: LoadedDataset,
+    arch: str,
+    protocol: EvalProtocol,
+    seed_parts: tuple,
+    device: torch.device,
+) -> dict:
+    """Train one network on tensors already on ``device``; see :func:`train_and_test`."""
+    start = time.perf_counter()
+    info = data.info
+    recipe = protocol.recipe()
+    model = seeded_model(
+        lambda: create_model(arch, info.channels, info.num_classes, info.image_size),
+        *seed_parts, "evaluate-init", arch,
+    ).to(device)
+    generator = make_generator(*seed_parts, "evaluate-train", arch)
+    optimizer, scheduler = make_optimizer(model, recipe)
+    augment = _augmenter(protocol, data)
+    train_accuracy = float("nan")
+    for _ in range(recipe.epochs):
+        _, train_accuracy = train_epoch(
+            model, optimizer, images, labels, recipe.batch_size, generator, augment
+        )
+        scheduler.step()
+    test_accuracy = accuracy(model, test_images, test_labels)
+    return {
+        "arch": arch,
+        "accuracy": float(test_accuracy),
+        "train_accuracy": float(train_accuracy),
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def train_and_test(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    data: LoadedDataset,
+    arch: str,
+    protocol: EvalProtocol,
+    seed_parts: tuple,
+    device: str | torch.device = "cpu",
+) -> dict:
+    """Train one fresh network on (images, labels); return arch, final-epoch test accuracy, etc.
+
+    The returned dict holds ``arch``, ``accuracy`` (test accuracy after the last epoch),
+    ``train_accuracy`` (running training accuracy of the last epoch, on augmented batches when
+    augmenting, as the reference reported it) and ``seconds`` (training plus testing).
+    ``seed_parts`` (with ``arch``) determine initialization, batch order and augmentation.
+    """
+    _check_archs([arch])
+    _check_training_set(images, labels, data)
+    device = resolve_device(device)
+    return _train_and_test(
+        images.detach().to(device), labels.long().to(device),
+        data.test_images.to(device), data.test_labels.to(device),
+        data, arch, protocol, tuple(seed_parts), device,
+    )
+
+
+def network_seed_parts(seed_parts: tuple, net: int) -> tuple:
+    """The seed parts of network ``net`` of an evaluation seeded by ``seed_parts``."""
+    return (*seed_parts, "net", int(net))
+
+
+def evaluate_images(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    data: LoadedDataset,
+    archs: Sequence[str],
+    n_nets: int,
+    protocol: EvalProtocol,
+    seed_parts: tuple,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> list[dict]:
+    """Train and test ``n_nets`` fresh networks per architecture; one row per network.
+
+    Rows: ``arch``, ``net`` (index), ``accuracy`` (final epoch, test set), ``train_accuracy``,
+    ``seconds``. Network ``net`` of ``arch`` is seeded by ``network_seed_parts(seed_parts, net)``
+    and ``arch``, so adding networks or architectures leaves existing rows unchanged.
+    """
+    _check_archs(archs)
+    if isinstance(n_nets, bool) or not isinstance(n_nets, int) or n_nets < 1:
+        raise ValueError(f"the number of evaluation networks must be an int >= 1, got {n_nets!r}")
+    _check_training_set(images, labels, data)
+    device = resolve_device(device)
+    # the training and test sets go to the device once, for all networks
+    train_x, train_y = images.detach().to(device), labels.long().to(device)
+    test_x, test_y = data.test_images.to(device), data.test_labels.to(device)
+    rows = []
+    jobs = [(arch, net) for arch in archs for net in range(n_nets)]
+    bar = tqdm(jobs, disable=not progress, desc=f"evaluate {data.info.name}", unit="net")
+    for arch, net in bar:
+        row = _train_and_test(
+            train_x, train_y, test_x, test_y, data, arch, protocol,
+            network_seed_parts(tuple(seed_parts), net), device,
+        )
+        rows.append({"arch": arch, "net": net, **{k: v for k, v in row.items() if k != "arch"}})
+        bar.set_postfix(arch=arch, acc=f"{100 * row['accuracy']:.1f}%")
+    bar.close()
+    return rows
+
+
+def random_real_subset(
+    data: LoadedDataset, ipc: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``ipc`` random real training images per class (no replacement), labels class by class."""
+    if isinstance(ipc, bool) or not isinstance(ipc, int) or ipc <= 0:
+        raise ValueError(f"images per class (ipc) must be an int >= 1, got {ipc!r}")
+    smallest = data.min_class_count()
+    if ipc > smallest:
+        raise ValueError(
+            f"ipc={ipc} exceeds the smallest class of {data.info.name} ({smallest} training images)"
+        )
+    return data.sample_classes(ipc, generator)
+
+
+def summarize(rows: list[dict]) -> dict[str, dict]:
+    """Per arch: mean and POPULATION std (ddof=0, ``np.std`` as in the DC papers) of accuracy, n."""
+    by_arch: dict[str, list[float]] = {}
+    for row in rows:
+        by_arch.setdefault(row["arch"], []).append(float(row["accuracy"]))
+    summary = {}
+    for arch, values in by_arch.items():
+        mean = math.fsum(values) / len(values)
+        std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / len(values))
+        summary[arch] = {"mean": mean, "std": std, "n": len(values)}
+    return summary
