@@ -31,7 +31,7 @@ from filelock import FileLock
 from torch import nn
 from tqdm.auto import tqdm
 
-from .data import LoadedDataset, load_dataset
+from .data import get_info, load_dataset
 from .models import create_model
 from .seeding import make_generator
 from .store import atomic_torch_save, atomic_write_text
@@ -99,11 +99,11 @@ class MemberLog:
         return len(self.epochs)
 
 
-def _recipe_key(spec: MemberSpec, data: LoadedDataset) -> dict:
+def _recipe_key(spec: MemberSpec) -> dict:
     recipe = asdict(spec.recipe)
     recipe.pop("epochs")
     recipe["milestones"] = list(recipe["milestones"])
-    info = data.info
+    info = get_info(spec.source)
     return {
         "source": spec.source, "arch": spec.arch, "seed": spec.seed, "recipe": recipe,
         "channels": info.channels, "image_size": list(info.image_size),
@@ -113,8 +113,6 @@ def _recipe_key(spec: MemberSpec, data: LoadedDataset) -> dict:
 
 def build_member_model(arch: str, source: str, seed: int) -> nn.Module:
     """Create the freshly initialized network of pool member (source, arch, seed)."""
-    from .data import get_info
-
     info = get_info(source)
     return seeded_model(
         lambda: create_model(arch, info.channels, info.num_classes, info.image_size),
@@ -155,7 +153,6 @@ def train_member(
 
     A file lock beside the member's folder keeps two processes from training it at once.
     """
-    from .data import get_info
     from .models import list_models
 
     get_info(spec.source)  # unknown names fail here, before anything is written
@@ -170,8 +167,7 @@ def train_member(
 def _train_member_locked(
     spec: MemberSpec, directory: Path, data_root: str | Path | None, device: str, progress: bool
 ) -> MemberLog:
-    data = load_dataset(spec.source, data_root)
-    key = _recipe_key(spec, data)
+    key = _recipe_key(spec)
     log = _read_log(directory)
     if log is not None and log.recipe != key:
         raise PoolError(
@@ -180,6 +176,7 @@ def _train_member_locked(
         )
     if log is not None and log.completed >= spec.recipe.epochs:
         return log
+    data = load_dataset(spec.source, data_root)
     torch_device = resolve_device(device)
     model = build_member_model(spec.arch, spec.source, spec.seed).to(torch_device)
     directory.mkdir(parents=True, exist_ok=True)
