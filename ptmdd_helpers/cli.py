@@ -296,6 +296,42 @@ def _runs(parser: argparse.ArgumentParser):
     return run
 
 
+@command("study", "run the study notebooks of a profile (papermill), or show its size (--dry-run)")
+def _study(parser: argparse.ArgumentParser):
+    parser.add_argument("--profile", default="smoke",
+                        help="parameters/<profile>.yaml, or a path to a profile (default smoke)")
+    parser.add_argument("--only", type=_csv, default=None,
+                        help="notebooks to run, e.g. 03_epoch,04_domain (or 03,04; default all)")
+    parser.add_argument("--executor", choices=("local", "slurm"), default=None,
+                        help="local worker processes, or submitit (default: the profile's)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="worker processes (local) or most jobs per stage (slurm)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE",
+                        help="override a profile value (YAML value; dotted keys; a notebook name "
+                             "first limits it to that notebook), e.g. --set seeds=[0,1,2]")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print what the profile implies and what is stored; run nothing")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+
+    def run(args: argparse.Namespace) -> int:
+        from .study import dry_run, run_study
+
+        if args.dry_run:
+            overrides = list(args.overrides)
+            dry_run(args.profile, overrides, only=args.only)
+            return 0
+        result = run_study(args.profile, only=args.only, executor=args.executor,
+                           workers=args.workers, overrides=args.overrides,
+                           verbose=not args.quiet)
+        print(f"study {args.profile}: {len(result['notebooks'])} notebooks in "
+              f"{result['seconds']:.0f} s ({len(result['results'])} tasks computed); "
+              f"index {result['index']}")
+        return 0
+
+    return run
+
+
 def user_errors() -> tuple[type[BaseException], ...]:
     """Return the exception types that mean bad input and are shown without a traceback."""
     from .data import DataUnavailableError

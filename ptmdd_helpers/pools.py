@@ -6,6 +6,8 @@ On-disk layout (the pool root is an argument, else ``$PTMDD_POOLS``, else ``./ru
         recipe.json          training recipe and dataset shape (everything but the epoch count)
         log.json             per completed epoch: train loss/accuracy, test accuracy, seconds
         epoch_<e>.pt         {"state_dict", "meta"} after epoch e (every epoch, or a chosen set)
+        epoch_0.pt           the untrained initialization, written only when asked for
+                             (:func:`write_initial_checkpoint`; the "untrained PTM" of the study)
         resume.pt            model, optimizer and scheduler state after the last complete epoch
 
 A pool member is identified by (source, arch, seed); its checkpoints by epoch. The learning-rate
@@ -118,6 +120,24 @@ def build_member_model(arch: str, source: str, seed: int) -> nn.Module:
         lambda: create_model(arch, info.channels, info.num_classes, info.image_size),
         "pool-init", source, arch, seed,
     )
+
+
+def initial_path(member: MemberSpec, root: str | Path | None = None) -> Path:
+    """The epoch-0 checkpoint (the untrained initialization) of ``member``."""
+    return member.directory(resolve_pool_root(root)) / "epoch_0.pt"
+
+
+def write_initial_checkpoint(member: MemberSpec, root: str | Path | None = None) -> Path:
+    """Save the untrained network of ``member`` as ``epoch_0.pt`` (the initialization it trains from)."""
+    path = initial_path(member, root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path.parent) + ".lock"):
+        if not path.is_file():
+            model = build_member_model(member.arch, member.source, member.seed)
+            meta = {"source": member.source, "arch": member.arch, "seed": member.seed,
+                    "epoch": 0, "test_acc": -1.0}
+            atomic_torch_save({"state_dict": model.state_dict(), "meta": meta}, path)
+    return path
 
 
 def _read_log(directory: Path) -> MemberLog | None:

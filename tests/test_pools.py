@@ -16,6 +16,7 @@ from ptmdd_helpers.pools import (
     load_member,
     load_pool,
     train_pool,
+    write_initial_checkpoint,
 )
 
 RECIPE = TrainRecipe(epochs=2, lr=0.01, momentum=0.9, weight_decay=0.005, batch_size=256,
@@ -46,6 +47,23 @@ def test_complete_members_are_skipped(tmp_path, monkeypatch):
     monkeypatch.setattr(pools, "train_epoch", must_not_train)
     logs = train_pool("Digits", ["ConvNet"], 1, RECIPE, root=tmp_path, progress=False)
     assert logs[("ConvNet", 0)].completed == 2
+
+
+def test_initial_checkpoint_is_the_untrained_start_of_training(tmp_path):
+    member = MemberSpec("Digits", "ConvNetW32", 0)
+    path = write_initial_checkpoint(member, tmp_path)
+    assert path.name == "epoch_0.pt" and not (path.parent / "log.json").exists()
+    untrained = load_member("Digits", "ConvNetW32", 0, 0, root=tmp_path)
+    # epoch 0 is the network seed 0 starts training from; epoch 1 has moved away from it
+    first = TrainRecipe(epochs=1, lr=0.01, momentum=0.9, weight_decay=0.005, batch_size=256,
+                        milestones=(50, 100))
+    train_pool("Digits", ["ConvNetW32"], 1, first, root=tmp_path, progress=False)
+    trained = load_member("Digits", "ConvNetW32", 0, 1, root=tmp_path)
+    fresh = pools.build_member_model("ConvNetW32", "Digits", 0)
+    for name, value in untrained.state_dict().items():
+        assert torch.equal(value, fresh.state_dict()[name]), name
+    assert any(not torch.equal(v, trained.state_dict()[k]) for k, v in untrained.state_dict().items())
+    assert write_initial_checkpoint(member, tmp_path).stat().st_mtime_ns == path.stat().st_mtime_ns
 
 
 def test_seeds_give_different_members(tmp_path):

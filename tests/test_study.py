@@ -1,0 +1,269 @@
+"""The study: profiles, grids, dry runs, executors, and the smoke profile end to end."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ptmdd_helpers import report, study
+from ptmdd_helpers.store import RunStore
+
+TINY = {
+    "shared": {
+        "target": "Digits", "other": "MNIST5k8", "device": "cpu", "executor": "local",
+        "workers": 1, "seeds": [0], "ipcs": [1], "alpha": 10,
+        "distill": {"model": "ConvNetW32", "batch_real": 8, "DM": {"iterations": 3}},
+        "cclom_real_batch": 32,
+        "pool": {"arch": "ConvNetW32", "n_models": 1, "epoch": "final", "keep_epochs": None,
+                 "recipe": {"epochs": 1, "lr": 0.01, "momentum": 0.9, "weight_decay": 0.005,
+                            "batch_size": 256, "milestones": [50, 100]}},
+        "eval": {"archs": None, "n_nets": 1, "epochs": 3},
+    },
+    "05_alpha": {"methods": ["DM"], "alphas": [0, 10], "ptm_only": False},
+    "03_epoch": {"methods": ["DM"], "epochs": [1], "early_epoch": 1},
+}
+
+
+def _files(root: Path) -> dict[str, int]:
+    """Every file under ``root`` with its modification time (ns)."""
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.fixture
+def tiny(tmp_path) -> tuple[Path, list[str]]:
+    """A tiny profile file and the overrides that keep its outputs under ``tmp_path``."""
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY))
+    roots = [f"store={tmp_path / 'store'}", f"pool_root={tmp_path / 'pools'}",
+             f"figures_dir={tmp_path / 'figures'}", f"runs_dir={tmp_path / 'runs'}"]
+    return path, roots
+
+
+# --------------------------------------------------------------------------- profiles
+
+
+def test_profile_merges_shared_notebook_and_overrides(tiny):
+    path, _ = tiny
+    params = study.load_profile(path, [
+        "seeds=[3, 4]",                   # every notebook
+        "distill.DM.iterations=7",        # dotted, into a nested section
+        "05_alpha.alphas=[0, 1, 100]",    # one notebook only
+        "shared.eval.n_nets=2",           # "shared." is the same as no prefix
+        "other=null",
+    ])
+    alpha, epoch = params["05_alpha"], params["03_epoch"]
+    assert alpha["profile"] == "tiny"
+    assert alpha["seeds"] == epoch["seeds"] == [3, 4]
+    assert alpha["distill"] == {"model": "ConvNetW32", "batch_real": 8, "DM": {"iterations": 7}}
+    assert alpha["alphas"] == [0, 1, 100] and "alphas" not in epoch
+    assert alpha["eval"] == {"archs": None, "n_nets": 2, "epochs": 3}
+    assert alpha["other"] is None
+    assert epoch["epochs"] == [1] and alpha["methods"] == ["DM"]
+
+
+def test_bad_profiles_and_overrides_are_clear_errors(tiny, tmp_path):
+    path, _ = tiny
+    with pytest.raises(study.StudyError, match="expects key=value"):
+        study.load_profile(path, ["seeds"])
+    with pytest.raises(study.StudyError, match="unknown profile 'nope'"):
+        study.load_profile("nope")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("shared: {}\n07_extra: {}\n")
+    with pytest.raises(study.StudyError, match="unknown sections"):
+        study.load_profile(bad)
+
+
+def test_the_three_profiles_build_every_grid():
+    for profile in ("smoke", "cpu", "paper"):
+        params = study.load_profile(profile)
+        for notebook in study.NOTEBOOKS:
+            grid = study.build_grid(notebook, params[notebook])
+            assert grid.evaluations, (profile, notebook)
+
+
+def test_notebooks_are_thin_and_committed_without_outputs():
+    for notebook in study.NOTEBOOKS:
+        cells = json.loads(study.notebook_path(notebook).read_text())["cells"]
+        tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+        assert len(tagged) == 1, notebook
+        code = "".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+        for cell in cells:
+            assert not cell.get("outputs") and cell.get("execution_count") is None, notebook
+        assert "study.run(grid" in code and "rep.verdict(" in code and "rep.write()" in code
+        for forbidden in ("import torch", "nn.", "optimizer", ".backward(", "train_member"):
+            assert forbidden not in code, (notebook, forbidden)
+
+
+# --------------------------------------------------------------------------- grids
+
+
+def test_smoke_grid_sizes():
+    params = study.load_profile("smoke")
+    sizes = {nb: study.build_grid(nb, params[nb]) for nb in study.NOTEBOOKS}
+    got = {nb: (len(g.members), len(g.initial), len(g.distillations), len(g.evaluations),
+                g.networks) for nb, g in sizes.items()}
+    assert got == {
+        # 3 methods × 2 seeds × (baseline, +CLoM); random real under 2 protocols × 2 seeds; whole
+        "00_preliminary": (1, 0, 12, 17, 12 * 2 + 4 * 2 + 1),
+        "01_initialization": (3, 0, 2 * (1 + 3), 8, 16),      # N_m ∈ {1, 2, 3} + baseline
+        "02_architecture": (4, 0, 2 * (1 + 4 + 3), 16, 32),   # 4 alone, 3 growing, baseline
+        "03_epoch": (1, 0, 2 * (1 + 3), 8, 16),               # epochs 1, 2, 3 + baseline
+        "04_domain": (2, 1, 2 * 5, 10, 20),                   # baseline + 4 PTM conditions
+        "05_alpha": (1, 0, 2 * 6, 12, 24),                    # 5 α + the PTM loss alone
+        "06_cross_architecture": (4, 0, 4, 4 * 8, 32),        # 2 × 2 sets on 8 architectures
+    }
+    seeds = study.load_profile("smoke", ["seeds=[0, 1, 2]"])["01_initialization"]
+    assert len(study.build_grid("01_initialization", seeds).distillations) == 3 * 4
+
+
+def test_grid_specs_carry_the_profile_settings():
+    params = study.load_profile("smoke")["04_domain"]
+    grid = study.build_grid("04_domain", params)
+    labels = {dict(item.labels)["condition"]: item.spec for item in grid.items}
+    other = labels["CCLoM (other-domain PTMs)"].subject
+    untrained = labels["CCLoM (untrained PTMs)"].subject
+    assert other.dataset == "Digits" and other.guidance.source == "MNIST5k8"
+    assert other.guidance.kind == "cclom" and other.guidance.real_batch == 128
+    assert untrained.guidance.epoch == 0 and untrained.guidance.source == "Digits"
+    assert other.iterations == 60 and other.model == "ConvNetW32" and other.batch_real == 32
+    assert labels["baseline"].subject.guidance is None
+    assert labels["baseline"].protocol.epochs == 60 and labels["baseline"].n_nets == 2
+
+
+# --------------------------------------------------------------------------- dry run, executors
+
+
+def test_dry_run_counts_before_and_after_computing(tiny):
+    path, roots = tiny
+    before = io.StringIO()
+    rows = study.dry_run(path, roots, only=["05_alpha"], file=before)
+    alpha = rows[0]
+    assert (alpha.members, alpha.distillations, alpha.evaluations, alpha.networks) == (1, 2, 2, 2)
+    assert (alpha.members_done, alpha.distillations_done, alpha.evaluations_done) == (0, 0, 0)
+    assert "05_alpha" in before.getvalue() and "0/2" in before.getvalue()
+    params = study.load_profile(path, roots)["05_alpha"]
+    grid = study.build_grid("05_alpha", params)
+    results = study.compute(grid, verbose=False)
+    assert sorted(status for status, _ in results.values()) == ["done"] * 5
+    after = study.dry_run(path, roots, only=["05_alpha"], file=io.StringIO())[0]
+    assert (after.members_done, after.distillations_done, after.evaluations_done,
+            after.networks_done) == (1, 2, 2, 2)
+    frame = study.run(grid, verbose=False)
+    assert len(frame) == 2 and sorted(frame["alpha"]) == [0.0, 10.0]
+    assert {"subject.guidance.alphas", "protocol.epochs", "accuracy", "condition"} <= set(frame)
+    assert frame["accuracy"].between(0, 1).all()
+
+
+def test_slurm_executor_through_submitit_local(tiny):
+    path, roots = tiny
+    params = study.load_profile(path, [*roots, "slurm={cluster: local, timeout_min: 5}"])
+    grid = study.build_grid("03_epoch", params["03_epoch"])
+    results = study.compute(grid, executor="slurm", workers=2, verbose=False)
+    assert {k.split("-")[0].split(":")[0] for k in results} == {"member", "distill", "evaluation"}
+    assert all(status == "done" for status, _ in results.values())
+    store = RunStore(study.store_root(params["03_epoch"]))
+    assert len(store.runs("distill")) == 2 and len(store.runs("evaluation")) == 2
+    logs = list((study.runs_dir(params["03_epoch"]) / "submitit").glob("*_log.out"))
+    assert logs, "submitit wrote no job logs"
+    assert study.compute(grid, executor="slurm", workers=2, verbose=False) == {}
+
+
+def test_cli_dry_run_of_the_paper_profile(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "ptmdd_helpers.cli", "study", "--profile", "paper", "--dry-run",
+         "--set", f"store={tmp_path / 'store'}", "--set", f"pool_root={tmp_path / 'pools'}"],
+        capture_output=True, text=True, check=True,
+    )
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("06_cross_architecture") for line in lines)
+    total = next(line for line in lines if line.startswith("total"))
+    assert re.search(r"0/\d+", total)
+
+
+def test_a_failing_notebook_is_a_study_error_naming_the_cell(tmp_path):
+    import nbformat
+
+    notebook = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("value = 1", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("raise RuntimeError(f'bad value {value}')"),
+    ], metadata={"kernelspec": {"name": "python3", "language": "python", "display_name": "Python 3"}})
+    source = tmp_path / "broken.ipynb"
+    nbformat.write(notebook, source)
+    target = tmp_path / "out" / "broken.ipynb"
+    target.parent.mkdir()
+    expected = (r"broken failed at execution count \d+: RuntimeError: bad value 7; "
+                r"the executed notebook .* is .*out/broken.ipynb")
+    with pytest.raises(study.StudyError, match=expected):
+        study.execute_notebook(source, target, {"value": 7})
+    assert target.is_file()
+
+
+# --------------------------------------------------------------------------- smoke end to end
+
+
+@pytest.fixture(scope="session")
+def smoke(tmp_path_factory):
+    """The smoke profile run once, end to end, into a temporary folder."""
+    base = tmp_path_factory.mktemp("smoke-study")
+    roots = [f"store={base / 'store'}", f"pool_root={base / 'pools'}",
+             f"figures_dir={base / 'figures'}", f"runs_dir={base / 'runs'}"]
+    result = study.run_study("smoke", overrides=roots, verbose=False)
+    return base, roots, result
+
+
+def test_smoke_study_writes_every_figure_table_and_verdict(smoke):
+    base, _, result = smoke
+    figures = base / "figures"
+    assert len(result["notebooks"]) == 7 and all(p.is_file() for p in result["notebooks"])
+    for notebook in study.NOTEBOOKS:
+        for ext in ("png", "pdf"):
+            assert (figures / f"{notebook}.{ext}").stat().st_size > 1000, (notebook, ext)
+        for ext in ("md", "tex"):
+            assert (figures / f"{notebook}_table.{ext}").stat().st_size > 50, (notebook, ext)
+        verdicts = json.loads((figures / f"{notebook}.verdicts.json").read_text())
+        assert verdicts and all(v["label"] in report.LABELS for v in verdicts)
+        executed = json.loads((base / "runs" / "notebooks" / f"{notebook}.ipynb").read_text())
+        outputs = "".join(
+            "".join(out.get("text", "")) for cell in executed["cells"]
+            for out in cell.get("outputs", [])
+        )
+        found = re.findall(r"Verdict: (supported|not supported|inconclusive)", outputs)
+        assert len(found) == len(verdicts), notebook
+        # the batch computed the grids first; the notebooks read them from the store
+        assert "computing" not in outputs, notebook
+    for name in ("06_pool_cost", "06_distill_cost"):
+        assert (figures / f"{name}.md").is_file() and (figures / f"{name}.tex").is_file()
+    index = (figures / "README.md").read_text()
+    for notebook in study.NOTEBOOKS:
+        assert f"({notebook}.png)" in index
+    assert index.count("**inconclusive**") + index.count("**supported**") + \
+        index.count("**not supported**") >= 7
+
+
+def test_second_smoke_batch_computes_nothing(smoke):
+    base, roots, _ = smoke
+    store = base / "store"
+    before = _files(store), _files(base / "pools")
+    runs = len(RunStore(store).runs())
+    again = study.run_study("smoke", overrides=roots, notebooks=False, verbose=False)
+    assert again["results"] == {}
+    assert (_files(store), _files(base / "pools")) == before
+    assert len(RunStore(store).runs()) == runs == 48 + 83
+
+
+def test_smoke_frame_holds_every_spec_field(smoke):
+    _, roots, _ = smoke
+    params = study.load_profile("smoke", roots)["02_architecture"]
+    frame = study.run(study.build_grid("02_architecture", params), verbose=False)
+    assert len(frame) == 32
+    assert {"pool", "n_archs", "subject.guidance.archs", "subject.iterations", "arch", "net",
+            "protocol.epochs", "accuracy", "run_id"} <= set(frame.columns)
+    assert frame["accuracy"].between(0, 1).all()
+    assert set(frame["n_archs"]) == {0, 1, 2, 3, 4}
