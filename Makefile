@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.ptmdd-installed
 
-.PHONY: env study test lint
+.PHONY: env study lab test lint
 
 env: $(STAMP)
 
@@ -14,9 +14,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# The main job. Until the study notebooks land it trains the smoke PTM pool (offline, Digits).
+# The main job: the seven study notebooks on the offline smoke profile (figures/smoke/).
 study: env
-	$(BIN)/ptmdd pretrain --source Digits --arch ConvNet --num 2 --epochs 3
+	$(BIN)/ptmdd study --profile smoke
+
+# JupyterLab on the notebooks, with the project's environment registered as the kernel "ptmdd".
+lab: env
+	$(BIN)/python -m ipykernel install --sys-prefix --name ptmdd --display-name "ptmdd (.venv)"
+	$(BIN)/jupyter lab notebooks/
 
 lint: env
 	$(BIN)/ruff check ptmdd_helpers tests
