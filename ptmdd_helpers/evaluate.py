@@ -18,13 +18,16 @@ epochs with per-sample DSA augmentation (``color_crop_cutout_flip_scale_rotate``
 datasets whose ``flip_augment`` is False). SGD lr 0.01, momentum 0.9, weight decay 5e-4, batch 256.
 The training loop is :func:`~ptmdd_helpers.training.train_epoch`.
 
-Execution (not part of a protocol's identity, so not of any run id): :func:`evaluate_images`
-trains the networks of one architecture together as a ``vmap`` ensemble
-(:class:`~ptmdd_helpers.ensemble.Ensemble`) -- each network with its own initialization, batch
-order and augmentation draws, as in the loop -- and falls back to training them one by one for an
-architecture that cannot be vmapped (:func:`uses_ensemble`; none of the registered ones with
-torch 2.x) or when ``ensemble=False``. The two paths agree up to float arithmetic (trained
-parameters within ~1e-5, see ``tests/test_ensemble.py``).
+Execution (not part of a protocol's identity, so not of any run id): on CUDA, or when asked with
+``ensemble=True``, :func:`evaluate_images` trains the networks of one architecture together as a
+``vmap`` ensemble (:class:`~ptmdd_helpers.ensemble.Ensemble`) -- each network with its own
+initialization, batch order and augmentation draws, as in the loop; on CPU it trains them one by
+one by default, because there the ensemble measured slower (about 2x for ConvNet, see
+``benchmarks/ensemble.py``: a grouped convolution costs what N convolutions cost, and ``vmap``
+adds layout copies). An architecture that cannot be vmapped (:func:`ensemble_fallback_reason`;
+none of the registered ones with torch 2.x) is always trained in the loop. The two paths agree
+up to float arithmetic (float32 parameters within 1e-5 after a few epochs, identical accuracies
+in the tests; float64 within 1e-12; see ``tests/test_ensemble.py``).
 
 On CPU, results are bitwise reproducible; on CUDA, non-deterministic cuDNN kernels may make
 repeated runs differ slightly.
@@ -195,19 +198,15 @@ def _fallback_reason(
 
 
 def ensemble_fallback_reason(arch: str, data: LoadedDataset) -> str | None:
-    """Why ``arch`` networks on ``data`` cannot be a vmap ensemble, or ``None`` if they can."""
+    """Why ``arch`` networks on ``data`` cannot be a vmap ensemble, or ``None`` if they can.
+
+    The reason is the error of a two-network ``vmap`` forward/backward on CPU
+    (:func:`~ptmdd_helpers.ensemble.ensemble_support`); it is computed once per architecture
+    and shape.
+    """
     _check_archs([arch])
     info = data.info
     return _fallback_reason(arch, info.channels, info.num_classes, tuple(info.image_size))
-
-
-def uses_ensemble(arch: str, data: LoadedDataset) -> bool:
-    """Whether :func:`evaluate_images` trains ``arch`` networks on ``data`` as a vmap ensemble.
-
-    False for an architecture whose two-network ``vmap`` forward/backward raises (see
-    :func:`~ptmdd_helpers.ensemble.ensemble_support`); those are trained one by one.
-    """
-    return ensemble_fallback_reason(arch, data) is None
 
 
 def _train_and_test(
@@ -317,6 +316,67 @@ def network_seed_parts(seed_parts: tuple, net: int) -> tuple:
     return (*seed_parts, "net", int(net))
 
 
+def _wants_ensemble(ensemble: bool | None, device: torch.device) -> bool:
+    """Whether to try the vmap ensemble: as asked, or (``None``) on CUDA devices only."""
+    return device.type == "cuda" if ensemble is None else bool(ensemble)
+
+
+def uses_ensemble(
+    arch: str, data: LoadedDataset, device: str | torch.device = "cpu", ensemble: bool | None = None
+) -> bool:
+    """Whether :func:`evaluate_images` with ``device`` and ``ensemble`` trains ``arch`` as a vmap ensemble.
+
+    ``ensemble=None`` means on CUDA only (on CPU the loop was faster); an architecture whose
+    two-network ``vmap`` forward/backward raises (:func:`ensemble_fallback_reason`) never is.
+    """
+    _check_archs([arch])
+    return _wants_ensemble(ensemble, resolve_device(device)) and \
+        ensemble_fallback_reason(arch, data) is None
+
+
+def _ensemble_rows(
+    train: tuple[torch.Tensor, torch.Tensor],
+    test: tuple[torch.Tensor, torch.Tensor],
+    data: LoadedDataset,
+    arch: str,
+    n_nets: int,
+    protocol: EvalProtocol,
+    seed_parts: tuple,
+    device: torch.device,
+    group: int,
+    progress: bool,
+) -> list[dict]:
+    """Rows of ``n_nets`` networks trained as ensembles of ``group``, halved on CUDA out-of-memory."""
+    rows: list[dict] = []
+    first = 0
+    while first < n_nets:
+        nets = range(first, min(first + group, n_nets))
+        out_of_memory = False
+        try:
+            results = _train_and_test_ensemble(
+                *train, *test, data, arch, protocol,
+                [network_seed_parts(seed_parts, net) for net in nets], device, progress,
+            )
+        except torch.cuda.OutOfMemoryError:
+            if len(nets) == 1:
+                raise
+            out_of_memory = True
+        if out_of_memory:  # outside the handler, so that the failed attempt's tensors are freed
+            group = max(1, len(nets) // 2)
+            torch.cuda.empty_cache()
+            warnings.warn(
+                f"out of GPU memory training {len(nets)} {arch} networks at once; retrying "
+                f"{group} at a time (set ensemble_size to choose)", RuntimeWarning, stacklevel=3,
+            )
+            continue
+        rows += [
+            {"arch": arch, "net": net, **{k: v for k, v in row.items() if k != "arch"}}
+            for net, row in zip(nets, results, strict=True)
+        ]
+        first = nets.stop
+    return rows
+
+
 def evaluate_images(
     images: torch.Tensor,
     labels: torch.Tensor,
@@ -327,7 +387,7 @@ def evaluate_images(
     seed_parts: tuple,
     device: str | torch.device = "cpu",
     progress: bool = True,
-    ensemble: bool = True,
+    ensemble: bool | None = None,
     ensemble_size: int | None = None,
 ) -> list[dict]:
     """Train and test ``n_nets`` fresh networks per architecture; one row per network.
@@ -337,12 +397,13 @@ def evaluate_images(
     and ``arch``, so adding networks or architectures leaves existing rows unchanged (up to the
     float arithmetic of the ensemble's batched kernels).
 
-    ``ensemble`` (default) trains the networks of an architecture together as a vmap ensemble,
-    at most ``ensemble_size`` at a time (default: all ``n_nets``; a smaller group holds fewer
-    activations in memory); an architecture that cannot be vmapped (:func:`uses_ensemble`) is
-    trained one network at a time, with a ``RuntimeWarning``, as with ``ensemble=False``. The
-    choice does not change the rows' format; an ensemble row's ``seconds`` is its group's time
-    divided by the group's size.
+    ``ensemble=True`` trains the networks of an architecture together as a vmap ensemble, at
+    most ``ensemble_size`` at a time (default: all ``n_nets``; halved on a CUDA out-of-memory
+    error); ``False`` trains them one at a time; ``None`` (default) means the ensemble on CUDA
+    and the loop on CPU, where the loop was faster. An architecture that cannot be vmapped
+    (:func:`ensemble_fallback_reason`) is trained in the loop, with a ``RuntimeWarning``. The
+    choice does not change the rows' format or any run id; an ensemble row's ``seconds`` is its
+    group's time divided by the group's size.
     """
     _check_archs(archs)
     if isinstance(n_nets, bool) or not isinstance(n_nets, int) or n_nets < 1:
@@ -354,26 +415,18 @@ def evaluate_images(
     _check_training_set(images, labels, data)
     device = resolve_device(device)
     # the training and test sets go to the device once, for all networks
-    train_x, train_y = images.detach().to(device), labels.long().to(device)
-    test_x, test_y = data.test_images.to(device), data.test_labels.to(device)
+    train = images.detach().to(device), labels.long().to(device)
+    test = data.test_images.to(device), data.test_labels.to(device)
     seed_parts = tuple(seed_parts)
     rows = []
     for arch in archs:
-        reason = ensemble_fallback_reason(arch, data) if ensemble else None
-        if ensemble and reason is None:
-            group = n_nets if ensemble_size is None else ensemble_size
-            for first in range(0, n_nets, group):
-                nets = range(first, min(first + group, n_nets))
-                results = _train_and_test_ensemble(
-                    train_x, train_y, test_x, test_y, data, arch, protocol,
-                    [network_seed_parts(seed_parts, net) for net in nets], device, progress,
-                )
-                rows += [
-                    {"arch": arch, "net": net, **{k: v for k, v in row.items() if k != "arch"}}
-                    for net, row in zip(nets, results, strict=True)
-                ]
-            continue
-        if ensemble:
+        if _wants_ensemble(ensemble, device):
+            reason = ensemble_fallback_reason(arch, data)
+            if reason is None:
+                group = n_nets if ensemble_size is None else ensemble_size
+                rows += _ensemble_rows(train, test, data, arch, n_nets, protocol, seed_parts,
+                                       device, group, progress)
+                continue
             warnings.warn(
                 f"{arch} cannot be trained as a vmap ensemble ({reason}); its {n_nets} "
                 f"network(s) are trained one at a time", RuntimeWarning, stacklevel=2,
@@ -382,8 +435,7 @@ def evaluate_images(
                    desc=f"evaluate {data.info.name} {arch}")
         for net in bar:
             row = _train_and_test(
-                train_x, train_y, test_x, test_y, data, arch, protocol,
-                network_seed_parts(seed_parts, net), device,
+                *train, *test, data, arch, protocol, network_seed_parts(seed_parts, net), device,
             )
             rows.append({"arch": arch, "net": net, **{k: v for k, v in row.items() if k != "arch"}})
             bar.set_postfix(acc=f"{100 * row['accuracy']:.1f}%")

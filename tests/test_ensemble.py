@@ -21,6 +21,7 @@ import pytest
 import torch
 from torch import nn
 
+import ptmdd_helpers.evaluate as ev
 from ptmdd_helpers import models
 from ptmdd_helpers.data import LoadedDataset, load_dataset
 from ptmdd_helpers.ensemble import Ensemble, ensemble_support
@@ -162,7 +163,8 @@ def test_evaluate_images_ensemble_rows_equal_the_loop_rows(digits, subset10, aug
     protocol = protocol_for("DC", epochs=3, augment=augment, batch_size=32)
     archs = ["ConvNetW32", "MLP"]
     state = torch.get_rng_state()
-    fast = evaluate_images(*subset10, digits, archs, N_NETS, protocol, ("rows",), progress=False)
+    fast = evaluate_images(*subset10, digits, archs, N_NETS, protocol, ("rows",), progress=False,
+                           ensemble=True)
     assert torch.equal(torch.get_rng_state(), state)  # the global RNG was neither used nor set
     slow = evaluate_images(*subset10, digits, archs, N_NETS, protocol, ("rows",), progress=False,
                            ensemble=False)
@@ -179,7 +181,7 @@ def test_groups_and_extra_networks_leave_rows_unchanged(digits, subset10):
 
     def accuracies(**kwargs):
         rows = evaluate_images(*subset10, digits, ["ConvNetW32"], kwargs.pop("n", N_NETS),
-                               protocol, ("groups",), progress=False, **kwargs)
+                               protocol, ("groups",), progress=False, ensemble=True, **kwargs)
         return [(r["net"], r["accuracy"], r["train_accuracy"]) for r in rows]
 
     whole = accuracies()
@@ -188,6 +190,28 @@ def test_groups_and_extra_networks_leave_rows_unchanged(digits, subset10):
     alone = train_and_test(*subset10, digits, "ConvNetW32", protocol,
                            network_seed_parts(("groups",), 2))
     assert (alone["accuracy"], alone["train_accuracy"]) == whole[2][1:]
+
+
+def test_out_of_gpu_memory_halves_the_group(monkeypatch, digits, subset10):
+    calls = []
+    original = ev._train_and_test_ensemble
+
+    def small_gpu(*args, **kwargs):
+        calls.append(len(args[7]))  # the seed parts: one per network of the group
+        if len(args[7]) > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(ev, "_train_and_test_ensemble", small_gpu)
+    protocol = protocol_for("DC", epochs=1, batch_size=32)
+    with pytest.warns(RuntimeWarning, match="retrying 2 at a time"):
+        rows = evaluate_images(*subset10, digits, ["MLP"], 5, protocol, ("oom",), progress=False,
+                               ensemble=True)
+    assert calls == [5, 2, 2, 1]
+    assert [r["net"] for r in rows] == list(range(5))
+    monkeypatch.setattr(ev, "_train_and_test_ensemble", original)
+    assert [r["accuracy"] for r in rows] == [r["accuracy"] for r in evaluate_images(
+        *subset10, digits, ["MLP"], 5, protocol, ("oom",), progress=False, ensemble=True)]
 
 
 def test_bad_ensemble_size_is_refused(digits, subset10):
@@ -216,12 +240,12 @@ def item_net():
 
 
 def test_a_model_that_cannot_be_vmapped_falls_back_to_the_loop(digits, subset10, item_net):
-    assert not uses_ensemble(item_net, digits)
+    assert not uses_ensemble(item_net, digits, ensemble=True)
     assert ".item()" in ensemble_fallback_reason(item_net, digits)
     protocol = protocol_for("DC", epochs=2, batch_size=32)
     with pytest.warns(RuntimeWarning, match=r"_TestItemNet cannot be trained as a vmap ensemble"):
         fast = evaluate_images(*subset10, digits, [item_net, "MLP"], 2, protocol, ("fb",),
-                               progress=False)
+                               progress=False, ensemble=True)
     slow = evaluate_images(*subset10, digits, [item_net, "MLP"], 2, protocol, ("fb",),
                            progress=False, ensemble=False)
     assert [(r["arch"], r["net"]) for r in fast] == [(item_net, 0), (item_net, 1), ("MLP", 0),
@@ -231,10 +255,25 @@ def test_a_model_that_cannot_be_vmapped_falls_back_to_the_loop(digits, subset10,
         [{k: v for k, v in r.items() if k != drop} for r in slow]
 
 
-def test_which_models_use_the_ensemble(digits):
+def test_which_models_use_the_ensemble(monkeypatch, digits, subset10):
     # every registered architecture vmaps with torch 2.x, BatchNorm ones included
     for arch in ("ConvNetW32", "ConvNetBN", "MLP", "LeNet", "AlexNetBN"):
-        assert uses_ensemble(arch, digits), ensemble_fallback_reason(arch, digits)
+        assert ensemble_fallback_reason(arch, digits) is None
+        assert uses_ensemble(arch, digits, ensemble=True)
+        assert not uses_ensemble(arch, digits, ensemble=False)
+        assert not uses_ensemble(arch, digits)  # on CPU the default is the loop
+    if torch.cuda.is_available():
+        assert uses_ensemble("ConvNetW32", digits, device="cuda")
+
+    def no_ensemble(*args, **kwargs):
+        raise AssertionError("the ensemble was used")
+
+    monkeypatch.setattr(ev, "Ensemble", no_ensemble)
+    evaluate_images(*subset10, digits, ["MLP"], 2, protocol_for("DC", epochs=1), ("cpu",),
+                    progress=False)
+    with pytest.raises(AssertionError, match="the ensemble was used"):
+        evaluate_images(*subset10, digits, ["MLP"], 2, protocol_for("DC", epochs=1), ("cpu",),
+                        progress=False, ensemble=True)
     dropout = nn.Sequential(nn.Flatten(), nn.Dropout(0.5), nn.Linear(64, 10))
     reason = ensemble_support(dropout, torch.zeros(2, 1, 8, 8))
     assert reason is not None and "random" in reason.lower()
