@@ -18,8 +18,10 @@ CPU seconds (CPU seconds much above threads × wall seconds cannot happen; much 
 machine was busy). ``--quick`` extrapolates the long rows: DC/DSA IPC 10 from runs with 1 and 2
 outer steps (t10 = t1 + 9·(t2 − t1)), the evaluation from runs of E and 2E epochs on 2000 test
 images (fixed cost scaled to 10000 test images, per-epoch cost to 300 epochs). ``--looped`` runs the
-distillation rows with the per-class reference path instead of the batched one; ``--compare`` runs
-both. Results are printed as a table and, with ``--json PATH``, written as JSON.
+distillation rows with the per-class reference path instead of the batched one. The evaluation row
+trains its networks as ``evaluate_images`` does by default (a vmap ensemble on CUDA, one after
+another on a CPU). ``--compare`` runs both paths of every row (batched and looped, ensemble and
+loop). Results are printed as a table and, with ``--json PATH``, written as JSON.
 
 Usage: ``python benchmarks/bench.py --quick --json bench.json [--only dc1,dm10] [--compare]``
 """
@@ -33,6 +35,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -47,7 +50,7 @@ from ptmdd_helpers.data import LoadedDataset, get_info  # noqa: E402
 from ptmdd_helpers.distill import distill, grouped, make_spec  # noqa: E402
 from ptmdd_helpers.evaluate import evaluate_images, protocol_for  # noqa: E402
 from ptmdd_helpers.guidance import Guidance, GuidanceSpec  # noqa: E402
-from ptmdd_helpers.models import create_model  # noqa: E402
+from ptmdd_helpers.pools import MemberSpec, write_initial_checkpoint  # noqa: E402
 from ptmdd_helpers.seeding import make_generator  # noqa: E402
 
 ROWS = ("peak", "dc1", "dc10", "dsa10", "dm10", "dm10clom", "eval20")
@@ -159,26 +162,21 @@ def _row(name: str, path: str, wall: float, cpu: float, flops: float, images: fl
             "gflop": flops / 1e9, "gflops": flops / 1e9 / wall, "note": note}
 
 
-def _random_clom(data: LoadedDataset, device: torch.device, spec: GuidanceSpec) -> Guidance:
-    """A CLoM guidance whose pool is one frozen, randomly initialized ConvNet (cost, not quality)."""
-    guidance = Guidance.__new__(Guidance)
-    model = create_model("ConvNet", 1, CLASSES, 28).to(device).eval().requires_grad_(False)
-    guidance.spec, guidance.data, guidance.device = spec, data, device
-    guidance.pool = {"ConvNet": [model]}
-    guidance.real_batch = min(spec.real_batch, len(data.train_labels))
-    return guidance
+def untrained_clom(data: LoadedDataset, device: torch.device, pool_root: Path) -> Guidance:
+    """CLoM from one frozen, untrained ConvNet (its epoch-0 checkpoint): the cost, not the quality."""
+    write_initial_checkpoint(MemberSpec("FashionMNIST", "ConvNet", 0), pool_root)
+    spec = GuidanceSpec("clom", "FashionMNIST", ("ConvNet",), 1, epoch=0, alphas=(100.0,))
+    return Guidance(spec, data, device=device, pool_root=pool_root)
 
 
 def distill_row(name: str, method: str, ipc: int, data: LoadedDataset, device: torch.device,
-                batched: bool, quick: bool, repeats: int, clom: bool = False) -> dict:
+                batched: bool, quick: bool, repeats: int, clom: Guidance | None = None) -> dict:
     """Seconds and FLOPs of one distillation iteration (IPC-10 DC/DSA extrapolated in quick mode)."""
     spec = make_spec("FashionMNIST", method, ipc, iterations=1, model="ConvNet",
                      batch_real=BATCH_REAL)
-    guidance = None
-    if clom:
-        gspec = GuidanceSpec("clom", "FashionMNIST", ("ConvNet",), 1, alphas=(100.0,))
-        spec = dataclasses.replace(spec, guidance=gspec)
-        guidance = _random_clom(data, device, gspec)
+    guidance = clom
+    if clom is not None:
+        spec = dataclasses.replace(spec, guidance=clom.spec)
 
     def measure(spec_used):
         def run():
@@ -193,7 +191,7 @@ def distill_row(name: str, method: str, ipc: int, data: LoadedDataset, device: t
     note = ""
     if method == "DM":
         images = CLASSES * (BATCH_REAL + ipc)
-    if quick and outer > 2:
+    if quick and method != "DM" and outer > 2:  # DM has no outer loop
         w1, c1, f1 = measure(dataclasses.replace(spec, outer_loop=1))
         w2, c2, f2 = measure(dataclasses.replace(spec, outer_loop=2))
         k = outer - 1
@@ -204,8 +202,11 @@ def distill_row(name: str, method: str, ipc: int, data: LoadedDataset, device: t
     return _row(name, "batched" if batched else "looped", wall, cpu, flops, images, note)
 
 
-def eval_row(device: torch.device, quick: bool) -> dict:
-    """20 ConvNets trained on an IPC-10 set and tested: E and 2E epochs, extrapolated to 300."""
+def eval_row(device: torch.device, quick: bool, ensemble: bool) -> dict:
+    """20 ConvNets trained on an IPC-10 set and tested: E and 2E epochs, extrapolated to 300.
+
+    ``ensemble``: the networks trained together as a vmap ensemble, else one after another.
+    """
     test_images = 2000 if quick else TEST_IMAGES
     data = fashion_shaped(20, test_images)
     generator = make_generator("bench-eval")
@@ -215,7 +216,7 @@ def eval_row(device: torch.device, quick: bool) -> dict:
 
     def run(n_nets, e):
         evaluate_images(images, labels, data, ["ConvNet"], n_nets, protocol_for("DC", epochs=e),
-                        ("bench",), device=device, progress=False)
+                        ("bench",), device=device, progress=False, ensemble=ensemble)
 
     f1, f2 = counted(lambda: run(1, epochs)), counted(lambda: run(1, 2 * epochs))
     w1, c1 = timed(lambda: run(EVAL_NETS, epochs), device)
@@ -231,8 +232,9 @@ def eval_row(device: torch.device, quick: bool) -> dict:
     flops = extrapolate(f1, f2, EVAL_NETS)
     n_images = EVAL_NETS * (EVAL_EPOCHS * len(labels) + TEST_IMAGES)
     note = (f"from {epochs} and {2 * epochs} epochs ({w1:.1f} s, {w2:.1f} s), {test_images} test "
-            f"images scaled to {TEST_IMAGES}")
-    return _row("eval 20 ConvNets, IPC 10, 300 epochs", "-", wall, cpu, flops, n_images, note)
+            f"images scaled to {TEST_IMAGES}; {wall / EVAL_NETS:.1f} s per network")
+    return _row("eval 20 ConvNets, IPC 10, 300 epochs", "ensemble" if ensemble else "loop", wall,
+                cpu, flops, n_images, note)
 
 
 # --------------------------------------------------------------------------- main
@@ -259,7 +261,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--json", type=Path, help="write the results here as JSON")
     paths = parser.add_mutually_exclusive_group()
     paths.add_argument("--looped", action="store_true", help="per-class reference path only")
-    paths.add_argument("--compare", action="store_true", help="batched and per-class paths")
+    paths.add_argument("--compare", action="store_true",
+                       help="both paths: batched and per-class, ensemble and loop")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--repeats", type=int, help="timed runs per row, best kept (default 1, 2 full)")
     parser.add_argument("--pass-mb", type=float,
@@ -278,15 +281,18 @@ def main(argv: list[str] | None = None) -> dict:
     info = machine(device)
     print("machine:", json.dumps(info, indent=1), flush=True)
     paths = [True, False] if args.compare else [not args.looped]
+    ensembles = [True, False] if args.compare else [device.type == "cuda"]  # evaluate_images' default
     started = time.perf_counter()
     rows = peak_rows(device, args.quick)  # always measured: every fraction refers to it
     peak = max(r["gflops"] for r in rows if r["row"].startswith("peak"))
     for r in rows:
         print(f"{r['row']}: {r['gflops']:.1f} GFLOP/s", flush=True)
     data = fashion_shaped(600, 100)
-    distill_rows = {"dc1": ("DC IPC 1", "DC", 1, False), "dc10": ("DC IPC 10", "DC", 10, False),
-                    "dsa10": ("DSA IPC 10", "DSA", 10, False), "dm10": ("DM IPC 10", "DM", 10, False),
-                    "dm10clom": ("DM IPC 10 + CLoM", "DM", 10, True)}
+    pool_root = Path(tempfile.mkdtemp(prefix="ptmdd-bench-pool-"))
+    clom = untrained_clom(data, device, pool_root) if "dm10clom" in only else None
+    distill_rows = {"dc1": ("DC IPC 1", "DC", 1, None), "dc10": ("DC IPC 10", "DC", 10, None),
+                    "dsa10": ("DSA IPC 10", "DSA", 10, None), "dm10": ("DM IPC 10", "DM", 10, None),
+                    "dm10clom": ("DM IPC 10 + CLoM", "DM", 10, clom)}
     for key in only:
         if key in distill_rows:
             name, method, ipc, clom = distill_rows[key]
@@ -296,9 +302,11 @@ def main(argv: list[str] | None = None) -> dict:
                 print(f"{row['row']} [{row['path']}]: {row['seconds']:.2f} s, {row['gflops']:.1f} "
                       f"GFLOP/s {row['note']}", flush=True)
         elif key == "eval20":
-            row = eval_row(device, args.quick)
-            rows.append(row)
-            print(f"{row['row']}: {row['seconds']:.1f} s {row['note']}", flush=True)
+            for ensemble in ensembles:
+                row = eval_row(device, args.quick, ensemble)
+                rows.append(row)
+                print(f"{row['row']} [{row['path']}]: {row['seconds']:.1f} s {row['note']}",
+                      flush=True)
     for r in rows:
         r["fraction_of_peak"] = r["gflops"] / peak
     info["load_average_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None

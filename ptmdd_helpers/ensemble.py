@@ -28,7 +28,7 @@ data-dependent Python control flow (``.item()``, ``if x.sum() > 0``), or with in
 of their inputs.
 
 Speed. On a GPU the ensemble replaces N small kernel launches by one. On CPU it measured slower
-than the loop (``benchmarks/ensemble.py``, 20 networks, 100 images 1×28×28, one thread on a
+than the loop (``benchmarks/bench.py --compare``; earlier, 20 networks, 100 images 1×28×28, one thread on a
 loaded machine: ConvNet 1.1-1.5 vs 0.6-0.8 s per network-epoch, ConvNetW32 0.26-0.28 vs
 0.09-0.13, LeNet 0.030 vs 0.018, MLP about equal; with ``ptmdd_helpers.malloc``'s tuning,
 10 ConvNetW32 networks: 0.093 vs 0.062 s per network-epoch): a grouped convolution costs about

@@ -23,7 +23,7 @@ Execution (not part of a protocol's identity, so not of any run id): on CUDA, or
 ``vmap`` ensemble (:class:`~ptmdd_helpers.ensemble.Ensemble`) -- each network with its own
 initialization, batch order and augmentation draws, as in the loop; on CPU it trains them one by
 one by default, because there the ensemble measured slower (about 2x for ConvNet, see
-``benchmarks/ensemble.py``: a grouped convolution costs what N convolutions cost, and ``vmap``
+``benchmarks/README.md``: a grouped convolution costs what N convolutions cost, and ``vmap``
 adds layout copies). An architecture that cannot be vmapped (:func:`ensemble_fallback_reason`;
 none of the registered ones with torch 2.x) is always trained in the loop. The two paths agree
 up to float arithmetic (float32 parameters within 1e-5 after a few epochs, identical accuracies
