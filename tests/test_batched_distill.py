@@ -13,6 +13,7 @@ import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
 from ptmdd_helpers.data import LoadedDataset, get_info, load_dataset
 from ptmdd_helpers.distill import distill, make_spec
@@ -109,11 +110,25 @@ def test_batched_gradients_cover_every_parameter_kind(model, metric):
     _assert_close(reference, batched, dtype)
 
 
+def test_batched_matching_costs_the_flops_of_the_loop():
+    net = _net("ConvNet", (1, 28, 28))
+    params = matched_parameters(list(net.parameters()), "ours")
+    reals, syn = _batches((1, 28, 28), [6] * 10, 1, torch.float32)
+    syns = list(syn.split(1))
+    totals = []
+    for fn in (looped_matching_loss, batched_matching_loss):
+        with FlopCounterMode(display=False) as counter:
+            fn(net, params, reals, syns, "ours").backward()
+        totals.append(counter.get_total_flops())
+    assert totals[0] == totals[1] > 0
+
+
 def test_per_class_gradients_equal_autograd_per_class():
     net = _net("ConvNetW32", (1, 8, 8), dtype=torch.float64)
     params = list(net.parameters())
     reals, _ = _batches((1, 8, 8), [5, 7, 3], 1, torch.float64)
     grads = class_gradients(net, params, reals, pass_images=4)
+    assert not any(g.requires_grad for g in grads)  # no graph back into the network's parameters
     for label, real in enumerate(reals):
         loss = F.cross_entropy(net(real), torch.full((len(real),), label))
         for batched, expected in zip(grads, torch.autograd.grad(loss, params), strict=True):
@@ -147,7 +162,7 @@ def test_pass_size_follows_activation_size_and_leaves_batchnorm_untouched():
     sample = torch.randn(1, 28, 28)
     assert activation_bytes(net, sample) == 128 * 32 * 32 * 4  # first conv output (28 -> 32)
     assert net.training and all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
-    assert images_per_pass(net, sample, 2560) == 16
+    assert images_per_pass(net, sample, 2560) == 128
     small = create_model("ConvNetW32", 1, 10, 8)
     assert images_per_pass(small, torch.randn(1, 8, 8), 160) > 160  # Digits: one pass
 

@@ -28,11 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# On a CPU, a pass is sized so that its largest activation stays near the caches: elementwise
-# layers (norm, ReLU, pooling, and their backward) are memory-bound, and on the 2-core test machine
-# 16-32 FashionMNIST images per pass (8-16 MB at the first ConvNet layer) ran 1.6x faster than
-# 256 (benchmarks/README.md). On other devices one pass holds everything.
-CPU_PASS_BYTES = 8 * 2**20
+# On a CPU, a pass is sized so that its largest activation is about 64 MB (128 FashionMNIST images
+# in ConvNet): on the 2-core test machine (benchmarks/README.md) DC IPC 1 with 256 real images per
+# class took 6.2 s in passes of 8 MB, 5.2 s at 64 MB and 6.6 s at 400 MB, the per-class loop 5.3 s.
+# On other devices one pass holds everything.
+CPU_PASS_BYTES = 64 * 2**20
 _ACTIVATION_BYTES: dict[tuple, int] = {}
 
 _NORMS = (nn.GroupNorm, nn.LayerNorm, nn.modules.batchnorm._BatchNorm)
@@ -177,10 +177,15 @@ def per_group_gradients(
                       out_grads[module]) for module in modules}
     split = {module: (x.split(list(sizes)), g.split(list(sizes))) for module, (x, g) in split.items()}
     grads = []
-    for module, name in owners:
-        xs, gs = split[module]
-        grads.append(torch.stack([
-            _group_gradient(module, name, x, g) if len(x) else torch.zeros_like(getattr(module, name))
-            for x, g in zip(xs, gs, strict=True)
-        ]))
+    # without create_graph, no graph either: the rules read the parameters (a convolution's
+    # weight, a norm's eps), and a recorded graph would make a later backward differentiate
+    # through them, at the cost of another pass over all the images
+    with torch.set_grad_enabled(create_graph and torch.is_grad_enabled()):
+        for module, name in owners:
+            xs, gs = split[module]
+            grads.append(torch.stack([
+                _group_gradient(module, name, x, g) if len(x)
+                else torch.zeros_like(getattr(module, name))
+                for x, g in zip(xs, gs, strict=True)
+            ]))
     return grads
