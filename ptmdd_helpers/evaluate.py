@@ -18,14 +18,27 @@ epochs with per-sample DSA augmentation (``color_crop_cutout_flip_scale_rotate``
 datasets whose ``flip_augment`` is False). SGD lr 0.01, momentum 0.9, weight decay 5e-4, batch 256.
 The training loop is :func:`~ptmdd_helpers.training.train_epoch`.
 
+Execution (not part of a protocol's identity, so not of any run id): on CUDA, or when asked with
+``ensemble=True``, :func:`evaluate_images` trains the networks of one architecture together as a
+``vmap`` ensemble (:class:`~ptmdd_helpers.ensemble.Ensemble`) -- each network with its own
+initialization, batch order and augmentation draws, as in the loop; on CPU it trains them one by
+one by default, because there the ensemble measured slower (about 2x for ConvNet, see
+``benchmarks/README.md``: a grouped convolution costs what N convolutions cost, and ``vmap``
+adds layout copies). An architecture that cannot be vmapped (:func:`ensemble_fallback_reason`;
+none of the registered ones with torch 2.x) is always trained in the loop. The two paths agree
+up to float arithmetic (float32 parameters within 1e-5 after a few epochs, identical accuracies
+in the tests; float64 within 1e-12; see ``tests/test_ensemble.py``).
+
 On CPU, results are bitwise reproducible; on CUDA, non-deterministic cuDNN kernels may make
 repeated runs differ slightly.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 
@@ -34,6 +47,7 @@ from tqdm.auto import tqdm
 
 from .augment import DSAConfig, augment_per_sample
 from .data import LoadedDataset
+from .ensemble import Ensemble, ensemble_support
 from .models import create_model, list_models
 from .seeding import make_generator
 from .training import (
@@ -159,6 +173,42 @@ def _check_archs(archs: Sequence[str]) -> None:
         raise ValueError(f"unknown model(s) {unknown}; valid: {', '.join(valid)}")
 
 
+def _network(
+    data: LoadedDataset, arch: str, seed_parts: tuple, device: torch.device
+) -> tuple[torch.nn.Module, torch.Generator]:
+    """The freshly initialized network seeded by ``seed_parts`` and its training generator."""
+    info = data.info
+    model = seeded_model(
+        lambda: create_model(arch, info.channels, info.num_classes, info.image_size),
+        *seed_parts, "evaluate-init", arch,
+    ).to(device)
+    return model, make_generator(*seed_parts, "evaluate-train", arch)
+
+
+@functools.cache
+def _fallback_reason(
+    arch: str, channels: int, num_classes: int, image_size: tuple[int, int]
+) -> str | None:
+    """Why ``arch`` cannot be trained as a vmap ensemble (``None`` if it can); cached."""
+    model = seeded_model(
+        lambda: create_model(arch, channels, num_classes, image_size), "ensemble-probe", arch
+    )
+    sample = torch.linspace(-1.0, 1.0, 2 * channels * image_size[0] * image_size[1])
+    return ensemble_support(model, sample.view(2, channels, *image_size))
+
+
+def ensemble_fallback_reason(arch: str, data: LoadedDataset) -> str | None:
+    """Why ``arch`` networks on ``data`` cannot be a vmap ensemble, or ``None`` if they can.
+
+    The reason is the error of a two-network ``vmap`` forward/backward on CPU
+    (:func:`~ptmdd_helpers.ensemble.ensemble_support`); it is computed once per architecture
+    and shape.
+    """
+    _check_archs([arch])
+    info = data.info
+    return _fallback_reason(arch, info.channels, info.num_classes, tuple(info.image_size))
+
+
 def _train_and_test(
     images: torch.Tensor,
     labels: torch.Tensor,
@@ -172,13 +222,8 @@ def _train_and_test(
 ) -> dict:
     """Train one network on tensors already on ``device``; see :func:`train_and_test`."""
     start = time.perf_counter()
-    info = data.info
     recipe = protocol.recipe()
-    model = seeded_model(
-        lambda: create_model(arch, info.channels, info.num_classes, info.image_size),
-        *seed_parts, "evaluate-init", arch,
-    ).to(device)
-    generator = make_generator(*seed_parts, "evaluate-train", arch)
+    model, generator = _network(data, arch, seed_parts, device)
     optimizer, scheduler = make_optimizer(model, recipe)
     augment = _augmenter(protocol, data)
     train_accuracy = float("nan")
@@ -194,6 +239,50 @@ def _train_and_test(
         "train_accuracy": float(train_accuracy),
         "seconds": time.perf_counter() - start,
     }
+
+
+def _train_and_test_ensemble(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    test_images: torch.Tensor,
+    test_labels: torch.Tensor,
+    data: LoadedDataset,
+    arch: str,
+    protocol: EvalProtocol,
+    seed_parts: Sequence[tuple],
+    device: torch.device,
+    progress: bool = False,
+) -> list[dict]:
+    """Train one network per ``seed_parts`` entry together as a vmap ensemble; one dict each.
+
+    Network i is initialized, shuffled and augmented as :func:`_train_and_test` with
+    ``seed_parts[i]`` would do it; ``seconds`` is the ensemble's time divided by its size.
+    """
+    start = time.perf_counter()
+    recipe = protocol.recipe()
+    networks = [_network(data, arch, parts, device) for parts in seed_parts]
+    generators = [generator for _, generator in networks]
+    ensemble = Ensemble([model for model, _ in networks])
+    del networks  # the ensemble holds stacked copies; free the separate ones
+    optimizer, scheduler = make_optimizer(ensemble.parameters(), recipe)
+    augment = _augmenter(protocol, data)
+    train_accuracy = [float("nan")] * len(ensemble)
+    bar = tqdm(range(recipe.epochs), disable=not progress, unit="epoch",
+               desc=f"evaluate {data.info.name} {arch} x{len(ensemble)}")
+    for _ in bar:
+        _, train_accuracy = ensemble.train_epoch(
+            optimizer, images, labels, recipe.batch_size, generators, augment
+        )
+        scheduler.step()
+        bar.set_postfix(train_acc=f"{100 * sum(train_accuracy) / len(ensemble):.1f}%")
+    test_accuracy = ensemble.accuracy(test_images, test_labels)
+    bar.set_postfix(acc=f"{100 * sum(test_accuracy) / len(ensemble):.1f}%")
+    bar.close()
+    seconds = (time.perf_counter() - start) / len(ensemble)
+    return [
+        {"arch": arch, "accuracy": float(test), "train_accuracy": float(train), "seconds": seconds}
+        for test, train in zip(test_accuracy, train_accuracy, strict=True)
+    ]
 
 
 def train_and_test(
@@ -227,6 +316,67 @@ def network_seed_parts(seed_parts: tuple, net: int) -> tuple:
     return (*seed_parts, "net", int(net))
 
 
+def _wants_ensemble(ensemble: bool | None, device: torch.device) -> bool:
+    """Whether to try the vmap ensemble: as asked, or (``None``) on CUDA devices only."""
+    return device.type == "cuda" if ensemble is None else bool(ensemble)
+
+
+def uses_ensemble(
+    arch: str, data: LoadedDataset, device: str | torch.device = "cpu", ensemble: bool | None = None
+) -> bool:
+    """Whether :func:`evaluate_images` with ``device`` and ``ensemble`` trains ``arch`` as a vmap ensemble.
+
+    ``ensemble=None`` means on CUDA only (on CPU the loop was faster); an architecture whose
+    two-network ``vmap`` forward/backward raises (:func:`ensemble_fallback_reason`) never is.
+    """
+    _check_archs([arch])
+    return _wants_ensemble(ensemble, resolve_device(device)) and \
+        ensemble_fallback_reason(arch, data) is None
+
+
+def _ensemble_rows(
+    train: tuple[torch.Tensor, torch.Tensor],
+    test: tuple[torch.Tensor, torch.Tensor],
+    data: LoadedDataset,
+    arch: str,
+    n_nets: int,
+    protocol: EvalProtocol,
+    seed_parts: tuple,
+    device: torch.device,
+    group: int,
+    progress: bool,
+) -> list[dict]:
+    """Rows of ``n_nets`` networks trained as ensembles of ``group``, halved on CUDA out-of-memory."""
+    rows: list[dict] = []
+    first = 0
+    while first < n_nets:
+        nets = range(first, min(first + group, n_nets))
+        out_of_memory = False
+        try:
+            results = _train_and_test_ensemble(
+                *train, *test, data, arch, protocol,
+                [network_seed_parts(seed_parts, net) for net in nets], device, progress,
+            )
+        except torch.cuda.OutOfMemoryError:
+            if len(nets) == 1:
+                raise
+            out_of_memory = True
+        if out_of_memory:  # outside the handler, so that the failed attempt's tensors are freed
+            group = max(1, len(nets) // 2)
+            torch.cuda.empty_cache()
+            warnings.warn(
+                f"out of GPU memory training {len(nets)} {arch} networks at once; retrying "
+                f"{group} at a time (set ensemble_size to choose)", RuntimeWarning, stacklevel=3,
+            )
+            continue
+        rows += [
+            {"arch": arch, "net": net, **{k: v for k, v in row.items() if k != "arch"}}
+            for net, row in zip(nets, results, strict=True)
+        ]
+        first = nets.stop
+    return rows
+
+
 def evaluate_images(
     images: torch.Tensor,
     labels: torch.Tensor,
@@ -237,32 +387,59 @@ def evaluate_images(
     seed_parts: tuple,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    ensemble: bool | None = None,
+    ensemble_size: int | None = None,
 ) -> list[dict]:
     """Train and test ``n_nets`` fresh networks per architecture; one row per network.
 
     Rows: ``arch``, ``net`` (index), ``accuracy`` (final epoch, test set), ``train_accuracy``,
     ``seconds``. Network ``net`` of ``arch`` is seeded by ``network_seed_parts(seed_parts, net)``
-    and ``arch``, so adding networks or architectures leaves existing rows unchanged.
+    and ``arch``, so adding networks or architectures leaves existing rows unchanged (up to the
+    float arithmetic of the ensemble's batched kernels).
+
+    ``ensemble=True`` trains the networks of an architecture together as a vmap ensemble, at
+    most ``ensemble_size`` at a time (default: all ``n_nets``; halved on a CUDA out-of-memory
+    error); ``False`` trains them one at a time; ``None`` (default) means the ensemble on CUDA
+    and the loop on CPU, where the loop was faster. An architecture that cannot be vmapped
+    (:func:`ensemble_fallback_reason`) is trained in the loop, with a ``RuntimeWarning``. The
+    choice does not change the rows' format or any run id; an ensemble row's ``seconds`` is its
+    group's time divided by the group's size.
     """
     _check_archs(archs)
     if isinstance(n_nets, bool) or not isinstance(n_nets, int) or n_nets < 1:
         raise ValueError(f"the number of evaluation networks must be an int >= 1, got {n_nets!r}")
+    if ensemble_size is not None and (
+        isinstance(ensemble_size, bool) or not isinstance(ensemble_size, int) or ensemble_size < 1
+    ):
+        raise ValueError(f"ensemble_size must be an int >= 1 or None, got {ensemble_size!r}")
     _check_training_set(images, labels, data)
     device = resolve_device(device)
     # the training and test sets go to the device once, for all networks
-    train_x, train_y = images.detach().to(device), labels.long().to(device)
-    test_x, test_y = data.test_images.to(device), data.test_labels.to(device)
+    train = images.detach().to(device), labels.long().to(device)
+    test = data.test_images.to(device), data.test_labels.to(device)
+    seed_parts = tuple(seed_parts)
     rows = []
-    jobs = [(arch, net) for arch in archs for net in range(n_nets)]
-    bar = tqdm(jobs, disable=not progress, desc=f"evaluate {data.info.name}", unit="net")
-    for arch, net in bar:
-        row = _train_and_test(
-            train_x, train_y, test_x, test_y, data, arch, protocol,
-            network_seed_parts(tuple(seed_parts), net), device,
-        )
-        rows.append({"arch": arch, "net": net, **{k: v for k, v in row.items() if k != "arch"}})
-        bar.set_postfix(arch=arch, acc=f"{100 * row['accuracy']:.1f}%")
-    bar.close()
+    for arch in archs:
+        if _wants_ensemble(ensemble, device):
+            reason = ensemble_fallback_reason(arch, data)
+            if reason is None:
+                group = n_nets if ensemble_size is None else ensemble_size
+                rows += _ensemble_rows(train, test, data, arch, n_nets, protocol, seed_parts,
+                                       device, group, progress)
+                continue
+            warnings.warn(
+                f"{arch} cannot be trained as a vmap ensemble ({reason}); its {n_nets} "
+                f"network(s) are trained one at a time", RuntimeWarning, stacklevel=2,
+            )
+        bar = tqdm(range(n_nets), disable=not progress, unit="net",
+                   desc=f"evaluate {data.info.name} {arch}")
+        for net in bar:
+            row = _train_and_test(
+                *train, *test, data, arch, protocol, network_seed_parts(seed_parts, net), device,
+            )
+            rows.append({"arch": arch, "net": net, **{k: v for k, v in row.items() if k != "arch"}})
+            bar.set_postfix(acc=f"{100 * row['accuracy']:.1f}%")
+        bar.close()
     return rows
 
 

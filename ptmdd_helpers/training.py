@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -50,11 +50,15 @@ def seeded_model(build: Callable[[], nn.Module], *seed_parts: object) -> nn.Modu
 
 
 def make_optimizer(
-    model: nn.Module, recipe: TrainRecipe
+    model: nn.Module | Iterable[torch.Tensor], recipe: TrainRecipe
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.MultiStepLR]:
-    """Return the SGD optimizer and its step-decay scheduler for ``recipe``."""
+    """Return the SGD optimizer and its step-decay scheduler for ``recipe``.
+
+    ``model`` is a module or the tensors to train (e.g. an ensemble's stacked parameters).
+    """
+    params = model.parameters() if isinstance(model, nn.Module) else model
     optimizer = torch.optim.SGD(
-        model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+        params, lr=recipe.lr, momentum=recipe.momentum,
         weight_decay=recipe.weight_decay,
     )
     scheduler = torch.optim.lr_scheduler.MultiStepLR(

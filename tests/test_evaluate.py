@@ -133,7 +133,9 @@ def test_networks_get_their_own_seeds(monkeypatch, digits, subset10):
     monkeypatch.setattr(ev, "train_epoch", capture)
     x, y = subset10
     protocol = protocol_for("DC", epochs=1)
-    rows = evaluate_images(x, y, digits, [ARCH], 2, protocol, ("own",), progress=False)
+    # the loop path (ensemble=False) trains through train_epoch; see test_ensemble for the other
+    rows = evaluate_images(x, y, digits, [ARCH], 2, protocol, ("own",), progress=False,
+                           ensemble=False)
     assert [(r["arch"], r["net"]) for r in rows] == [(ARCH, 0), (ARCH, 1)]
     assert set(rows[0]) == {"arch", "net", "accuracy", "train_accuracy", "seconds"}
     net0, net1 = initial.values()

@@ -40,15 +40,19 @@ def distill(
     load_checkpoint: LoadCheckpoint | None = None,
     checkpoint_every: int = 50,
     progress: bool = True,
+    batched: bool = True,
 ) -> dict:
-    """Distill ``data`` by ``spec``; return {"images", "labels", "history", "seconds"}."""
+    """Distill ``data`` by ``spec``; return {"images", "labels", "history", "seconds"}.
+
+    ``batched=False`` runs the per-class reference path (same draws, same results up to rounding).
+    """
     validate_spec(spec, data)
     if (spec.guidance is None) != (guidance is None):
         raise ValueError("pass a Guidance exactly when the spec has a guidance section")
     return run_distillation(
         spec, data, ITERATIONS[spec.method], run_key=run_key, guidance=guidance, device=device,
         save_checkpoint=save_checkpoint, load_checkpoint=load_checkpoint,
-        checkpoint_every=checkpoint_every, progress=progress,
+        checkpoint_every=checkpoint_every, progress=progress, batched=batched,
     )
 
 

@@ -1,6 +1,19 @@
-"""DC (gradient matching) and DSA (DC with Siamese augmentation): one iteration."""
+"""DC (gradient matching) and DSA (DC with Siamese augmentation): one iteration.
+
+Per outer step, the real batch and the synthetic images of every class are drawn (and, in DSA,
+augmented with one shared transform per class) in class order, exactly as a loop over classes
+would draw them. The per-class gradients then come from :mod:`.grouped`: the images of all
+classes, concatenated class by class, go through the network in passes (sized by
+``grouped.images_per_pass``: on a CPU a few MB of activations, elsewhere everything at once); a
+pass may hold several classes, and a class's gradients add up over the passes it spans. A network
+for which this is not exact (``grouped_support``; none of the registered models during matching,
+where BatchNorm is frozen in eval mode) falls back to one forward/backward per class,
+:func:`looped_matching_loss`, which is also the reference the tests compare the batched path with.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -10,7 +23,8 @@ from ..augment import augment_per_sample, siamese_augment
 from ..models import is_batchnorm_model
 from ..training import train_epoch
 from .engine import DistillState
-from .matching import match_loss, matched_parameters
+from .grouped import grouped_support, images_per_pass, per_group_gradients
+from .matching import match_loss, match_loss_per_class, matched_parameters
 
 
 def freeze_batchnorm_statistics(net: nn.Module, state: DistillState, generator) -> None:
@@ -24,22 +38,99 @@ def freeze_batchnorm_statistics(net: nn.Module, state: DistillState, generator) 
             module.eval()
 
 
-def class_matching_loss(
-    net: nn.Module, params: list[torch.Tensor], state: DistillState, label: int, generator
-) -> torch.Tensor:
-    """Gradient-matching distance between a real batch and the synthetic images of one class."""
+def class_batches(
+    state: DistillState, generator: torch.Generator
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Per class, in class order: a real batch and the synthetic images, Siamese-augmented in DSA."""
     spec = state.spec
-    real = state.data.sample_class(label, spec.batch_real, generator).to(state.device)
-    syn = state.images[state.class_slice(label)]
-    if spec.uses_dsa:
-        real, syn = siamese_augment([real, syn], state.dsa, generator)
-    real_targets = torch.full((len(real),), label, device=state.device)
-    syn_targets = torch.full((len(syn),), label, device=state.device)
-    grads_real = torch.autograd.grad(F.cross_entropy(net(real), real_targets), params)
-    grads_real = [g.detach() for g in grads_real]
-    grads_syn = torch.autograd.grad(F.cross_entropy(net(syn), syn_targets), params,
-                                    create_graph=True)
-    return match_loss(grads_syn, grads_real, spec.metric)
+    reals, syns = [], []
+    for label in range(state.data.info.num_classes):
+        real = state.data.sample_class(label, spec.batch_real, generator).to(state.device)
+        syn = state.images[state.class_slice(label)]
+        if spec.uses_dsa:
+            real, syn = siamese_augment([real, syn], state.dsa, generator)
+        reals.append(real)
+        syns.append(syn)
+    return reals, syns
+
+
+def looped_matching_loss(
+    net: nn.Module, params: list[torch.Tensor], reals: Sequence[torch.Tensor],
+    syns: Sequence[torch.Tensor], metric: str,
+) -> torch.Tensor:
+    """Σ over classes of the matching distance, one forward/backward per class and side."""
+    loss = None
+    for label, (real, syn) in enumerate(zip(reals, syns, strict=True)):
+        real_targets = torch.full((len(real),), label, device=real.device)
+        syn_targets = torch.full((len(syn),), label, device=syn.device)
+        grads_real = torch.autograd.grad(F.cross_entropy(net(real), real_targets), params)
+        grads_real = [g.detach() for g in grads_real]
+        grads_syn = torch.autograd.grad(F.cross_entropy(net(syn), syn_targets), params,
+                                        create_graph=True)
+        term = match_loss(grads_syn, grads_real, metric)
+        loss = term if loss is None else loss + term
+    return loss
+
+
+def _class_inputs(parts: Sequence[torch.Tensor]):
+    """Concatenated images, their class targets and weights 1/n_c (each class's mean loss)."""
+    device = parts[0].device
+    counts = [len(p) for p in parts]
+    targets = torch.arange(len(parts), device=device).repeat_interleave(
+        torch.tensor(counts, device=device))
+    weights = (1.0 / torch.tensor(counts, dtype=parts[0].dtype, device=device))[targets]
+    return torch.cat(list(parts)), targets, weights, counts
+
+
+def class_gradients(
+    net: nn.Module, params: list[torch.Tensor], parts: Sequence[torch.Tensor],
+    pass_images: int | None = None, create_graph: bool = False,
+) -> list[torch.Tensor]:
+    """Per class, the gradient of the mean loss on that class's images ``parts[c]``: (C, *param).
+
+    The images, concatenated class by class, go through the network ``pass_images`` at a time; a
+    pass may hold several classes (each gets its own gradient) and a class may span several
+    passes (its gradients add up).
+    """
+    images, targets, weights, counts = _class_inputs(parts)
+    if pass_images is None:
+        pass_images = images_per_pass(net, images[0], len(images))
+    if pass_images >= len(images):
+        return per_group_gradients(net, params, images, targets, weights, counts,
+                                   create_graph=create_graph)
+    ends = torch.tensor(counts).cumsum(0).tolist()
+    total: list[list[torch.Tensor | None]] = [[None] * len(parts) for _ in params]
+    for start in range(0, len(images), pass_images):
+        stop = min(start + pass_images, len(images))
+        first = next(c for c, end in enumerate(ends) if end > start)
+        last = next(c for c, end in enumerate(ends) if end >= stop)
+        sizes = [min(stop, ends[c]) - max(start, ends[c] - counts[c]) for c in range(first, last + 1)]
+        grads = per_group_gradients(net, params, images[start:stop], targets[start:stop],
+                                    weights[start:stop], sizes, create_graph=create_graph)
+        for into, grad in zip(total, grads, strict=True):
+            for c, g in zip(range(first, last + 1), grad, strict=True):
+                into[c] = g if into[c] is None else into[c] + g
+    return [torch.stack(per_class) for per_class in total]
+
+
+def batched_matching_loss(
+    net: nn.Module, params: list[torch.Tensor], reals: Sequence[torch.Tensor],
+    syns: Sequence[torch.Tensor], metric: str, pass_images: int | None = None,
+) -> torch.Tensor:
+    """:func:`looped_matching_loss` with the classes batched (exact where ``grouped_support``)."""
+    grads_real = class_gradients(net, params, reals, pass_images)
+    grads_syn = class_gradients(net, params, syns, pass_images, create_graph=True)
+    return match_loss_per_class(grads_syn, grads_real, metric).sum()
+
+
+def matching_loss(
+    net: nn.Module, params: list[torch.Tensor], reals: Sequence[torch.Tensor],
+    syns: Sequence[torch.Tensor], metric: str, batched: bool = True,
+) -> torch.Tensor:
+    """The DC matching loss summed over classes: batched when exact, else class by class."""
+    if batched and grouped_support(net, params) is None:
+        return batched_matching_loss(net, params, reals, syns, metric)
+    return looped_matching_loss(net, params, reals, syns, metric)
 
 
 def dc_iteration(state: DistillState) -> float:
@@ -58,8 +149,8 @@ def dc_iteration(state: DistillState) -> float:
             freeze_batchnorm_statistics(net, state, generator)
         loss = torch.zeros((), device=state.device)
         if spec.guidance is None or not spec.guidance.ptm_only:
-            for label in range(state.data.info.num_classes):
-                loss = loss + class_matching_loss(net, params, state, label, generator)
+            reals, syns = class_batches(state, generator)
+            loss = loss + matching_loss(net, params, reals, syns, spec.metric, state.batched)
         if state.guidance is not None:
             loss = loss + state.guidance.loss(state.images, state.labels, generator)
         total += state.step(loss)

@@ -1,34 +1,72 @@
-"""DM (distribution matching): one iteration."""
+"""DM (distribution matching): one iteration.
+
+The network's embeddings of the real images of all classes come from forward passes over their
+concatenation (and likewise for the synthetic images), then per-class means are compared. On a CPU
+the passes hold a few MB of activations each (``grouped.images_per_pass``), which is faster than one
+huge pass. A network in train mode with BatchNorm couples the samples of a batch: it gets one pass
+per side over all classes, as the original DM code does for its BatchNorm models.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
+from torch import nn
 
 from ..augment import siamese_augment
 from .engine import DistillState
+from .grouped import images_per_pass
+
+
+def _couples_samples(net: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training for m in net.modules())
+
+
+def embed_in_passes(net: nn.Module, images: torch.Tensor, pass_images: int | None = None) -> torch.Tensor:
+    """``net.embed(images)``, computed ``pass_images`` images at a time where that is exact."""
+    if pass_images is None:
+        pass_images = images_per_pass(net, images[0], len(images))
+    if _couples_samples(net) or pass_images >= len(images):
+        return net.embed(images)
+    return torch.cat([net.embed(part) for part in images.split(pass_images)])
+
+
+def class_means(embeddings: torch.Tensor, counts: Sequence[int]) -> torch.Tensor:
+    """Per-class means of embeddings stored class by class, ``counts[c]`` rows each: (C, D)."""
+    return torch.stack([part.mean(0) for part in embeddings.split(list(counts))])
 
 
 def mean_embedding_distance(
-    net: torch.nn.Module, reals: list[torch.Tensor], syns: list[torch.Tensor]
+    net: nn.Module, reals: Sequence[torch.Tensor], syns: Sequence[torch.Tensor],
+    pass_images: int | None = None,
 ) -> torch.Tensor:
-    """Σ over classes of ‖mean embed(real_c) − mean embed(syn_c)‖², one forward pass per side."""
+    """Σ over classes of ‖mean embed(real_c) − mean embed(syn_c)‖², all classes per pass."""
     with torch.no_grad():
-        real_embed = net.embed(torch.cat(reals))
-    syn_embed = net.embed(torch.cat(syns))
-    loss = syn_embed.new_zeros(())
-    for real_part, syn_part in zip(
-        real_embed.split([len(r) for r in reals]), syn_embed.split([len(s) for s in syns]),
-        strict=True,
-    ):
-        loss = loss + ((real_part.mean(0) - syn_part.mean(0)) ** 2).sum()
+        real_means = class_means(embed_in_passes(net, torch.cat(list(reals)), pass_images),
+                                 [len(r) for r in reals])
+    syn_means = class_means(embed_in_passes(net, torch.cat(list(syns)), pass_images),
+                            [len(s) for s in syns])
+    return ((real_means - syn_means) ** 2).sum()
+
+
+def looped_mean_embedding_distance(
+    net: nn.Module, reals: Sequence[torch.Tensor], syns: Sequence[torch.Tensor]
+) -> torch.Tensor:
+    """The same distance with one forward per class and side (the reference for non-BN models)."""
+    loss = None
+    for real, syn in zip(reals, syns, strict=True):
+        with torch.no_grad():
+            real_mean = net.embed(real).mean(0)
+        term = ((real_mean - net.embed(syn).mean(0)) ** 2).sum()
+        loss = term if loss is None else loss + term
     return loss
 
 
 def dm_iteration(state: DistillState) -> float:
     """Match per-class mean embeddings of real and synthetic images under a fresh frozen network.
 
-    Each class gets its own shared augmentation (real and synthetic alike); the embeddings of all
-    classes come from one forward pass per side, then per-class means are compared.
+    Each class gets its own shared augmentation (real and synthetic alike), drawn class by class.
     """
     spec = state.spec
     generator = state.generator("dm")
@@ -46,7 +84,10 @@ def dm_iteration(state: DistillState) -> float:
                 real, syn = siamese_augment([real, syn], state.dsa, generator)
             reals.append(real)
             syns.append(syn)
-        loss = loss + mean_embedding_distance(net, reals, syns)
+        if state.batched or _couples_samples(net):
+            loss = loss + mean_embedding_distance(net, reals, syns)
+        else:
+            loss = loss + looped_mean_embedding_distance(net, reals, syns)
     if state.guidance is not None:
         loss = loss + state.guidance.loss(state.images, state.labels, generator)
     return state.step(loss)

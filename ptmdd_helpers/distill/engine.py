@@ -50,6 +50,7 @@ class DistillState:
     device: torch.device
     dsa: DSAConfig
     iteration: int = 0
+    batched: bool = True  # classes in one pass where exact; False: one pass per class (reference)
     last_good: torch.Tensor | None = field(default=None, repr=False)
 
     def generator(self, *purpose: object) -> torch.Generator:
@@ -135,8 +136,13 @@ def run_distillation(
     load_checkpoint: LoadCheckpoint | None = None,
     checkpoint_every: int = 50,
     progress: bool = True,
+    batched: bool = True,
 ) -> dict:
-    """Run ``spec.iterations`` iterations of ``iteration_fn``; return images, labels and history."""
+    """Run ``spec.iterations`` iterations of ``iteration_fn``; return images, labels and history.
+
+    ``batched=False`` computes the class losses one class at a time (the reference path, for tests
+    and benchmarks); the default batches classes wherever that is exact.
+    """
     device = torch.device(device)
     images, labels = initial_synthetic_set(spec, data, run_key)
     images = images.to(device).requires_grad_(True)
@@ -151,7 +157,8 @@ def run_distillation(
         optimizer.load_state_dict(state["optimizer"])
         history, seconds = list(state["history"]), float(state["seconds"])
     dsa = DSAConfig() if spec.dsa_flip else DSAConfig().without_flip()
-    state_obj = DistillState(spec, run_key, data, images, labels, optimizer, guidance, device, dsa)
+    state_obj = DistillState(spec, run_key, data, images, labels, optimizer, guidance, device, dsa,
+                             batched=batched)
     bar = tqdm(range(start, spec.iterations), disable=not progress, initial=start,
                total=spec.iterations, desc=f"{spec.method} {data.info.name} IPC{spec.ipc}",
                unit="it")

@@ -1,0 +1,334 @@
+"""Time the distillation loops and the evaluation on FashionMNIST-shaped data with ConvNet.
+
+Rows (``--only`` picks some, comma-separated):
+
+* ``peak``      the machine's peak, measured in this run: a channels_last 3×3 convolution
+                (256×128×14×14 → 128, ConvNet's second layer) and a square matmul; the best of the
+                two is the peak every other row is compared with (an NCHW convolution is shown too);
+* ``dc1``       one DC iteration, IPC 1 (one outer step, batch_real 256 per class);
+* ``dc10``      one DC iteration, IPC 10 (10 outer steps, 50 inner epochs);
+* ``dsa10``     one DSA iteration, IPC 10;
+* ``dm10``      one DM iteration, IPC 10, batch_real 256 per class;
+* ``dm10clom``  the same with CLoM from one (randomly initialized, frozen) ConvNet;
+* ``eval20``    training and testing 20 ConvNets on an IPC-10 set (300 epochs, DC protocol).
+
+Each row gives seconds, images per second, GFLOP (counted with ``torch.utils.flop_counter`` on an
+untimed run that also warms up), effective GFLOP/s and its fraction of the peak; also the process's
+CPU seconds (CPU seconds much above threads × wall seconds cannot happen; much below means the
+machine was busy). ``--quick`` extrapolates the long rows: DC/DSA IPC 10 from runs with 1 and 2
+outer steps (t10 = t1 + 9·(t2 − t1)), the evaluation from runs of 2 and 6 epochs on 1000 test
+images (fixed cost scaled to 10000 test images, per-epoch cost to 300 epochs; the loop with 4
+networks, scaled to 20). ``--looped`` runs the
+distillation rows with the per-class reference path instead of the batched one. The evaluation row
+trains its networks as ``evaluate_images`` does by default (a vmap ensemble on CUDA, one after
+another on a CPU). ``--compare`` runs both paths of every row (batched and looped, ensemble and
+loop). Results are printed as a table and, with ``--json PATH``, written as JSON.
+
+Usage: ``python benchmarks/bench.py --quick --json bench.json [--only dc1,dm10] [--compare]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from ptmdd_helpers.data import LoadedDataset, get_info  # noqa: E402
+from ptmdd_helpers.distill import distill, grouped, make_spec  # noqa: E402
+from ptmdd_helpers.evaluate import evaluate_images, protocol_for  # noqa: E402
+from ptmdd_helpers.guidance import Guidance, GuidanceSpec  # noqa: E402
+from ptmdd_helpers.pools import MemberSpec, write_initial_checkpoint  # noqa: E402
+from ptmdd_helpers.seeding import make_generator  # noqa: E402
+
+ROWS = ("peak", "dc1", "dc10", "dsa10", "dm10", "dm10clom", "eval20")
+CLASSES, BATCH_REAL, EVAL_NETS, EVAL_EPOCHS, TEST_IMAGES = 10, 256, 20, 300, 10000
+
+
+# --------------------------------------------------------------------------- timing helpers
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], object], device: torch.device, repeats: int = 1) -> tuple[float, float]:
+    """Best wall seconds of ``repeats`` calls, and the process CPU seconds of that call."""
+    best = (float("inf"), float("nan"))
+    for _ in range(repeats):
+        _sync(device)
+        wall, cpu = time.perf_counter(), time.process_time()
+        fn()
+        _sync(device)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        best = min(best, (wall, cpu))
+    return best
+
+
+def counted(fn: Callable[[], object]) -> float:
+    """FLOPs of one call of ``fn`` (this call also serves as the warm-up)."""
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return float(counter.get_total_flops())
+
+
+# --------------------------------------------------------------------------- data and machine
+
+
+def fashion_shaped(train_per_class: int, test_images: int) -> LoadedDataset:
+    """Random data with FashionMNIST's shape, classes and registry entry (timing only)."""
+    generator = make_generator("bench-data")
+    labels = torch.arange(CLASSES).repeat_interleave(train_per_class)
+    images = torch.randn(len(labels), 1, 28, 28, generator=generator)
+    test_labels = torch.arange(test_images) % CLASSES
+    test = torch.randn(test_images, 1, 28, 28, generator=generator)
+    return LoadedDataset(get_info("FashionMNIST"), images, labels, test, test_labels)
+
+
+def machine(device: torch.device) -> dict:
+    """What ran the benchmark: CPU, threads, versions, load, commit."""
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, text=True,
+                                capture_output=True, check=False).stdout.strip()
+    except OSError:
+        commit = ""
+    info = {
+        "cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(), "python": platform.python_version(),
+        "torch": torch.__version__, "mkldnn": torch.backends.mkldnn.is_available(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(), "device": str(device),
+        "commit": commit, "cpu_pass_bytes": grouped.CPU_PASS_BYTES,
+        "load_average_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+# --------------------------------------------------------------------------- rows
+
+
+def peak_rows(device: torch.device, quick: bool) -> list[dict]:
+    """Channels_last and NCHW 3×3 convolution, and a matmul: GFLOP/s each."""
+    rows = []
+    big = device.type == "cuda"
+    x = torch.randn(256, 128, 14, 14, device=device)
+    w = torch.randn(128, 128, 3, 3, device=device)
+    conv_flops = 2.0 * 256 * 128 * 128 * 9 * 14 * 14
+    repeats = 3 if quick else 10
+    for name, fmt in (("peak conv3x3 channels_last", torch.channels_last),
+                      ("conv3x3 NCHW", torch.contiguous_format)):
+        xf, wf = x.contiguous(memory_format=fmt), w.contiguous(memory_format=fmt)
+
+        def run(xf=xf, wf=wf):
+            return torch.conv2d(xf, wf, padding=1)
+
+        run()
+        wall, cpu = timed(run, device, repeats)
+        rows.append(_row(name, "-", wall, cpu, conv_flops, 256))
+    n = 8192 if big else 2048
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    (a @ b)
+    wall, cpu = timed(lambda: a @ b, device, repeats)
+    rows.append(_row(f"peak matmul {n}", "-", wall, cpu, 2.0 * n ** 3, None))
+    return rows
+
+
+def _row(name: str, path: str, wall: float, cpu: float, flops: float, images: float | None,
+         note: str = "") -> dict:
+    return {"row": name, "path": path, "seconds": wall, "cpu_seconds": cpu,
+            "images": images, "images_per_second": images / wall if images else None,
+            "gflop": flops / 1e9, "gflops": flops / 1e9 / wall, "note": note}
+
+
+def untrained_clom(data: LoadedDataset, device: torch.device, pool_root: Path) -> Guidance:
+    """CLoM from one frozen, untrained ConvNet (its epoch-0 checkpoint): the cost, not the quality."""
+    write_initial_checkpoint(MemberSpec("FashionMNIST", "ConvNet", 0), pool_root)
+    spec = GuidanceSpec("clom", "FashionMNIST", ("ConvNet",), 1, epoch=0, alphas=(100.0,))
+    return Guidance(spec, data, device=device, pool_root=pool_root)
+
+
+def distill_row(name: str, method: str, ipc: int, data: LoadedDataset, device: torch.device,
+                batched: bool, quick: bool, repeats: int, clom: Guidance | None = None) -> dict:
+    """Seconds and FLOPs of one distillation iteration (IPC-10 DC/DSA extrapolated in quick mode)."""
+    spec = make_spec("FashionMNIST", method, ipc, iterations=1, model="ConvNet",
+                     batch_real=BATCH_REAL)
+    guidance = clom
+    if clom is not None:
+        spec = dataclasses.replace(spec, guidance=clom.spec)
+
+    def measure(spec_used):
+        def run():
+            distill(spec_used, data, run_key="bench", guidance=guidance, device=device,
+                    progress=False, batched=batched)
+        flops = counted(run)
+        wall, cpu = timed(run, device, repeats)
+        return wall, cpu, flops
+
+    outer, inner = spec.outer_loop, spec.inner_loop
+    images = CLASSES * (outer * (BATCH_REAL + ipc) + (outer - 1) * inner * ipc)
+    note = ""
+    if method == "DM":
+        images = CLASSES * (BATCH_REAL + ipc)
+    if quick and method != "DM" and outer > 2:  # DM has no outer loop
+        w1, c1, f1 = measure(dataclasses.replace(spec, outer_loop=1))
+        w2, c2, f2 = measure(dataclasses.replace(spec, outer_loop=2))
+        k = outer - 1
+        wall, cpu, flops = w1 + k * (w2 - w1), c1 + k * (c2 - c1), f1 + k * (f2 - f1)
+        note = f"extrapolated from 1 and 2 outer steps ({w1:.2f} s, {w2:.2f} s)"
+    else:
+        wall, cpu, flops = measure(spec)
+    return _row(name, "batched" if batched else "looped", wall, cpu, flops, images, note)
+
+
+def eval_row(device: torch.device, quick: bool, ensemble: bool) -> dict:
+    """20 ConvNets trained on an IPC-10 set for 300 epochs and tested on 10000 images.
+
+    Times ``evaluate_images`` at E1 and E2 epochs after an untimed warm-up and extrapolates
+    linearly in the epochs (fixed part: building the networks and the test). ``ensemble``: the
+    networks trained together as a vmap ensemble, else one after another; in ``quick`` mode the
+    loop times 4 networks (its cost is per network) and both use fewer test images.
+    """
+    test_images = 1000 if quick else TEST_IMAGES
+    data = fashion_shaped(20, test_images)
+    generator = make_generator("bench-eval")
+    images = torch.randn(CLASSES * 10, 1, 28, 28, generator=generator)
+    labels = torch.arange(CLASSES).repeat_interleave(10)
+    e1, e2 = (2, 6) if quick else (10, 40)
+    nets = EVAL_NETS if ensemble or not quick else 4
+
+    def run(n_nets, epochs):
+        evaluate_images(images, labels, data, ["ConvNet"], n_nets,
+                        protocol_for("DC", epochs=epochs), ("bench",), device=device,
+                        progress=False, ensemble=ensemble)
+
+    f1, f2 = counted(lambda: run(1, e1)), counted(lambda: run(1, e2))  # per network
+    run(nets, 1)  # warm-up at the timed size
+    w1, c1 = timed(lambda: run(nets, e1), device)
+    w2, c2 = timed(lambda: run(nets, e2), device)
+    scale = TEST_IMAGES / test_images
+
+    def extrapolate(at_e1, at_e2, factor):
+        per_epoch = (at_e2 - at_e1) / (e2 - e1)
+        fixed = max(at_e1 - e1 * per_epoch, 0.0)
+        return factor * (fixed * scale + EVAL_EPOCHS * per_epoch)
+
+    wall = extrapolate(w1, w2, EVAL_NETS / nets)
+    cpu = extrapolate(c1, c2, EVAL_NETS / nets)
+    flops = extrapolate(f1, f2, EVAL_NETS)
+    n_images = EVAL_NETS * (EVAL_EPOCHS * len(labels) + TEST_IMAGES)
+    note = (f"{nets} networks timed at {e1} and {e2} epochs ({w1:.1f} s, {w2:.1f} s), "
+            f"{test_images} test images scaled to {TEST_IMAGES}; {wall / EVAL_NETS:.1f} s per network")
+    return _row("eval 20 ConvNets, IPC 10, 300 epochs", "ensemble" if ensemble else "loop", wall,
+                cpu, flops, n_images, note)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def table(rows: list[dict], peak: float) -> str:
+    """A Markdown table of the rows."""
+    lines = ["| row | path | seconds | CPU s | images/s | GFLOP | GFLOP/s | of peak |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        ips = f"{r['images_per_second']:.0f}" if r["images_per_second"] else "–"
+        lines.append(
+            f"| {r['row']} | {r['path']} | {r['seconds']:.3f} | {r['cpu_seconds']:.2f} | {ips} | "
+            f"{r['gflop']:.1f} | {r['gflops']:.1f} | {100 * r['gflops'] / peak:.0f} % |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="extrapolate the long rows (< 5 min)")
+    parser.add_argument("--only", default=",".join(ROWS), help=f"rows to run, from {','.join(ROWS)}")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    parser.add_argument("--json", type=Path, help="write the results here as JSON")
+    paths = parser.add_mutually_exclusive_group()
+    paths.add_argument("--looped", action="store_true", help="per-class reference path only")
+    paths.add_argument("--compare", action="store_true",
+                       help="both paths: batched and per-class, ensemble and loop")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--repeats", type=int, help="timed runs per row, best kept (default 1, 2 full)")
+    parser.add_argument("--pass-mb", type=float,
+                        help="activation MB per pass on a CPU (grouped.CPU_PASS_BYTES)")
+    args = parser.parse_args(argv)
+    only = [r.strip() for r in args.only.split(",") if r.strip()]
+    unknown = sorted(set(only) - set(ROWS))
+    if unknown:
+        parser.error(f"unknown rows {unknown}; valid: {', '.join(ROWS)}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.pass_mb:
+        grouped.CPU_PASS_BYTES = int(args.pass_mb * 2**20)
+    device = torch.device(args.device)
+    repeats = args.repeats or (1 if args.quick else 2)
+    info = machine(device)
+    print("machine:", json.dumps(info, indent=1), flush=True)
+    paths = [True, False] if args.compare else [not args.looped]
+    ensembles = [True, False] if args.compare else [device.type == "cuda"]  # evaluate_images' default
+    started = time.perf_counter()
+    rows = peak_rows(device, args.quick)  # always measured: every fraction refers to it
+    peak = max(r["gflops"] for r in rows if r["row"].startswith("peak"))
+    for r in rows:
+        print(f"{r['row']}: {r['gflops']:.1f} GFLOP/s", flush=True)
+    data = fashion_shaped(600, 100)
+    pool_root = Path(tempfile.mkdtemp(prefix="ptmdd-bench-pool-"))
+    clom = untrained_clom(data, device, pool_root) if "dm10clom" in only else None
+    distill_rows = {"dc1": ("DC IPC 1", "DC", 1, None), "dc10": ("DC IPC 10", "DC", 10, None),
+                    "dsa10": ("DSA IPC 10", "DSA", 10, None), "dm10": ("DM IPC 10", "DM", 10, None),
+                    "dm10clom": ("DM IPC 10 + CLoM", "DM", 10, clom)}
+    for key in only:
+        if key in distill_rows:
+            name, method, ipc, clom = distill_rows[key]
+            for batched in paths:
+                row = distill_row(name, method, ipc, data, device, batched, args.quick, repeats, clom)
+                rows.append(row)
+                print(f"{row['row']} [{row['path']}]: {row['seconds']:.2f} s, {row['gflops']:.1f} "
+                      f"GFLOP/s {row['note']}", flush=True)
+        elif key == "eval20":
+            for ensemble in ensembles:
+                row = eval_row(device, args.quick, ensemble)
+                rows.append(row)
+                print(f"{row['row']} [{row['path']}]: {row['seconds']:.1f} s {row['note']}",
+                      flush=True)
+    for r in rows:
+        r["fraction_of_peak"] = r["gflops"] / peak
+    info["load_average_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
+    info["benchmark_seconds"] = time.perf_counter() - started
+    result = {"machine": info, "peak_gflops": peak, "quick": args.quick, "rows": rows}
+    print()
+    print(table(rows, peak))
+    print(f"\npeak {peak:.1f} GFLOP/s; load average {info['load_average_start']} -> "
+          f"{info['load_average_end']}; {info['benchmark_seconds']:.0f} s in all")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    main()
