@@ -24,7 +24,7 @@ lab: env
 	$(BIN)/jupyter lab notebooks/
 
 lint: env
-	$(BIN)/ruff check ptmdd_helpers tests
+	$(BIN)/ruff check .
 
 test: env lint
 	$(BIN)/python -m pytest

@@ -8,6 +8,7 @@ verdicts computed from the frame. Everything else lives in ``ptmdd_helpers.study
 from __future__ import annotations
 
 import sys
+import textwrap
 from pathlib import Path
 
 import nbformat
@@ -256,7 +257,9 @@ def build(name: str, spec: dict) -> nbformat.NotebookNode:
         "computed first. Batch: `ptmdd study --profile smoke --only "
         f"{name}`; here: set `profile` (or `overrides`) below and run all cells."
     )
-    header = (f"TITLE = {spec['title']!r}\nQUESTION = {spec['question']!r}")
+    question = textwrap.wrap(spec["question"], 90, drop_whitespace=False)
+    header = (f"TITLE = {spec['title']!r}\nQUESTION = (\n"
+              + "".join(f"    {part!r}\n" for part in question) + ")")
     parameters = new_code_cell(PARAMETERS, metadata={"tags": ["parameters"]})
     cells = [new_markdown_cell(intro), parameters, new_code_cell(header),
              new_code_cell(SETUP.format(name=name)), new_code_cell(RUN)]
