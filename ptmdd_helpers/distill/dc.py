@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..augment import augment_per_sample, siamese_augment
+from ..augment import augment_per_sample
 from ..models import is_batchnorm_model
 from ..training import train_epoch
 from .engine import DistillState
@@ -36,22 +36,6 @@ def freeze_batchnorm_statistics(net: nn.Module, state: DistillState, generator) 
     for module in net.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             module.eval()
-
-
-def class_batches(
-    state: DistillState, generator: torch.Generator
-) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Per class, in class order: a real batch and the synthetic images, Siamese-augmented in DSA."""
-    spec = state.spec
-    reals, syns = [], []
-    for label in range(state.data.info.num_classes):
-        real = state.data.sample_class(label, spec.batch_real, generator).to(state.device)
-        syn = state.images[state.class_slice(label)]
-        if spec.uses_dsa:
-            real, syn = siamese_augment([real, syn], state.dsa, generator)
-        reals.append(real)
-        syns.append(syn)
-    return reals, syns
 
 
 def looped_matching_loss(
@@ -149,7 +133,7 @@ def dc_iteration(state: DistillState) -> float:
             freeze_batchnorm_statistics(net, state, generator)
         loss = torch.zeros((), device=state.device)
         if spec.guidance is None or not spec.guidance.ptm_only:
-            reals, syns = class_batches(state, generator)
+            reals, syns = state.class_batches(generator)
             loss = loss + matching_loss(net, params, reals, syns, spec.metric, state.batched)
         if state.guidance is not None:
             loss = loss + state.guidance.loss(state.images, state.labels, generator)

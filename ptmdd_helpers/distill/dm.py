@@ -14,7 +14,6 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..augment import siamese_augment
 from .engine import DistillState
 from .grouped import images_per_pass
 
@@ -75,15 +74,7 @@ def dm_iteration(state: DistillState) -> float:
     net.requires_grad_(False)
     loss = torch.zeros((), device=state.device)
     if spec.guidance is None or not spec.guidance.ptm_only:
-        num_classes = state.data.info.num_classes
-        reals, syns = [], []
-        for label in range(num_classes):
-            real = state.data.sample_class(label, spec.batch_real, generator).to(state.device)
-            syn = state.images[state.class_slice(label)]
-            if spec.uses_dsa:
-                real, syn = siamese_augment([real, syn], state.dsa, generator)
-            reals.append(real)
-            syns.append(syn)
+        reals, syns = state.class_batches(generator)
         if state.batched or _couples_samples(net):
             loss = loss + mean_embedding_distance(net, reals, syns)
         else:

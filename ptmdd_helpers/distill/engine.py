@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from ..augment import DSAConfig
+from ..augment import DSAConfig, siamese_augment
 from ..data import LoadedDataset
 from ..guidance import Guidance
 from ..models import create_model, list_models
@@ -69,6 +69,21 @@ class DistillState:
     def class_slice(self, label: int) -> slice:
         """The rows of the synthetic set that belong to class ``label``."""
         return slice(label * self.spec.ipc, (label + 1) * self.spec.ipc)
+
+    def class_batches(
+        self, generator: torch.Generator
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per class, in class order: a real batch and the synthetic images (Siamese-augmented in DSA
+        and in DM with augmentation, one shared transform per class)."""
+        reals, syns = [], []
+        for label in range(self.data.info.num_classes):
+            real = self.data.sample_class(label, self.spec.batch_real, generator).to(self.device)
+            syn = self.images[self.class_slice(label)]
+            if self.spec.uses_dsa:
+                real, syn = siamese_augment([real, syn], self.dsa, generator)
+            reals.append(real)
+            syns.append(syn)
+        return reals, syns
 
     def step(self, loss: torch.Tensor) -> float:
         """Take one optimizer step on the synthetic images; stop on a non-finite loss."""
