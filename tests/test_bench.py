@@ -1,0 +1,42 @@
+"""benchmarks/bench.py runs, counts the FLOPs a ConvNet really does, and writes its JSON."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_dm_row_counts_convnet_flops_and_writes_json(bench, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    result = bench.main(["--quick", "--only", "dm10", "--threads", "1", "--json", str(out)])
+    rows = {row["row"]: row for row in result["rows"]}
+    dm = rows["DM IPC 10"]
+    # ConvNet (128 channels, 1×28×28 padded to 32×32) forward: 2·(1·9·128·32² + 128·9·128·16²
+    # + 128·9·128·8²) FLOPs per image, for 2560 real and 100 synthetic images, plus the synthetic
+    # images' backward (input gradients only, the network is frozen: one forward's worth)
+    per_image = 2 * (9 * 128 * 32**2 + 128 * 9 * 128 * 16**2 + 128 * 9 * 128 * 8**2)
+    expected = (2560 + 100 + 100) * per_image
+    assert dm["gflop"] * 1e9 == pytest.approx(expected, rel=0.01)
+    assert dm["path"] == "batched" and dm["seconds"] > 0
+    assert 0 < dm["fraction_of_peak"] <= 1.5
+    assert result["peak_gflops"] == max(r["gflops"] for r in result["rows"] if "peak" in r["row"])
+    assert json.loads(out.read_text())["rows"][-1]["row"] == "DM IPC 10"
+    assert "| DM IPC 10 | batched |" in capsys.readouterr().out
+
+
+def test_unknown_rows_are_refused(bench):
+    with pytest.raises(SystemExit):
+        bench.main(["--only", "dc1,nope"])
