@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from .training import Augment
+from .training import Augment, inference_batch_size
 
 __all__ = ["Ensemble", "ensemble_support"]
 
@@ -151,14 +151,15 @@ class Ensemble:
 
     @torch.no_grad()
     def accuracy(
-        self, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 2048
+        self, images: torch.Tensor, labels: torch.Tensor, batch_size: int | None = None
     ) -> list[float]:
         """Top-1 accuracy of each network (evaluation mode) on ``images``.
 
-        The test set is shared by the networks and read in chunks of ``batch_size // N`` images,
+        The test set is shared by the networks and read in chunks of ``batch_size // N`` images
+        (``batch_size`` defaults to :func:`~ptmdd_helpers.training.inference_batch_size`),
         so the activations held at once are about those of ``accuracy`` on one network.
         """
-        chunk = max(1, batch_size // self.size)
+        chunk = max(1, (batch_size or inference_batch_size(self.device)) // self.size)
         correct = torch.zeros(self.size, dtype=torch.long, device=self.device)
         for start in range(0, len(labels), chunk):
             x = images[start:start + chunk].to(self.device, non_blocking=True)

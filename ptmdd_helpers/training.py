@@ -99,14 +99,24 @@ def train_epoch(
     return total_loss.item() / n, correct.item() / n
 
 
+def inference_batch_size(device: torch.device | str) -> int:
+    """Images per forward pass when testing: 256 on a CPU, 2048 elsewhere.
+
+    On the 2-core test machine, testing ConvNet on 10000 FashionMNIST images took 13.2 s in
+    batches of 2048 and 7.2 s in batches of 128 to 1024 (activations that stay in the caches).
+    """
+    return 256 if torch.device(device).type == "cpu" else 2048
+
+
 @torch.no_grad()
 def accuracy(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 2048
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int | None = None
 ) -> float:
     """Return the top-1 accuracy of ``model`` (in eval mode) on ``images``."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
+    batch_size = batch_size or inference_batch_size(device)
     correct = 0
     for start in range(0, len(labels), batch_size):
         x = images[start:start + batch_size].to(device, non_blocking=True)

@@ -19,8 +19,9 @@ from ptmdd_helpers.evaluate import (
     summarize,
     train_and_test,
 )
+from ptmdd_helpers.models import create_model
 from ptmdd_helpers.seeding import make_generator
-from ptmdd_helpers.training import accuracy, train_epoch
+from ptmdd_helpers.training import accuracy, inference_batch_size, train_epoch
 
 ARCH = "ConvNetW32"
 
@@ -301,3 +302,15 @@ def test_progress_false_prints_no_bar(capsys, digits, subset10):
                     progress=False)
     captured = capsys.readouterr()
     assert captured.err == "" and captured.out == ""
+
+
+def test_testing_in_cpu_sized_batches_counts_every_image_once(digits):
+    # 360 test images: one pass of 256 and one of 104 on a CPU; the same count as one pass of all
+    torch.manual_seed(0)
+    model = create_model("ConvNetW32", 1, 10, (8, 8))
+    assert inference_batch_size("cpu") == 256 and inference_batch_size("cuda") == 2048
+    images, labels = digits.test_images, digits.test_labels
+    assert len(labels) > 256
+    correct = (model.eval()(images).argmax(1) == labels).sum().item()
+    assert accuracy(model, images, labels) == correct / len(labels)
+    assert accuracy(model, images, labels, batch_size=7) == correct / len(labels)
