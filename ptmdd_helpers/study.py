@@ -357,6 +357,17 @@ def _guidance(
                         batch if kind == "cclom" else DEFAULT_CCLOM_REAL_BATCH, ptm_only)
 
 
+def _pool_clom(
+    p: Mapping[str, Any], grid: Grid, method: str, ipc: int, **changes: Any
+) -> GuidanceSpec:
+    """CLoM from the profile's ``pool`` on the target at the method's α, with ``changes`` applied."""
+    pool = _pool(p)
+    settings = {"kind": "clom", "source": p["target"], "archs": [pool["arch"]],
+                "n_models": pool["n_models"], "epoch": pool.get("epoch"),
+                "alphas": [_alpha(p, method, ipc)]}
+    return _guidance(p, grid, **{**settings, **changes})
+
+
 def _distill(
     p: Mapping[str, Any], method: str, ipc: int, seed: int, guidance: GuidanceSpec | None = None,
     dataset: str | None = None,
@@ -403,7 +414,7 @@ def _methods(p: Mapping[str, Any]) -> list[str]:
 
 
 def _grid_preliminary(p: dict[str, Any]) -> Grid:
-    grid, pool, target = Grid("00_preliminary", p), _pool(p), p["target"]
+    grid, target = Grid("00_preliminary", p), p["target"]
     from .runs import EvaluationSpec, RealSubsetSpec, WholeDatasetSpec
 
     refs = p.get("references") or {}
@@ -411,9 +422,7 @@ def _grid_preliminary(p: dict[str, Any]) -> Grid:
         for method in _methods(p):
             for seed in p["seeds"]:
                 _evaluate(p, grid, _distill(p, method, ipc, seed), method, condition="baseline")
-                g = _guidance(p, grid, kind="clom", source=target, archs=[pool["arch"]],
-                              n_models=pool["n_models"], epoch=pool.get("epoch"),
-                              alphas=[_alpha(p, method, ipc)])
+                g = _pool_clom(p, grid, method, ipc)
                 _evaluate(p, grid, _distill(p, method, ipc, seed, g), method, condition="+CLoM")
         if refs.get("random_real", True):
             for method in _methods(p):
@@ -432,16 +441,14 @@ def _grid_preliminary(p: dict[str, Any]) -> Grid:
 
 
 def _grid_initialization(p: dict[str, Any]) -> Grid:
-    grid, pool, target = Grid("01_initialization", p), _pool(p), p["target"]
+    grid = Grid("01_initialization", p)
     for ipc in p["ipcs"]:
         for method in _methods(p):
             for seed in p["seeds"]:
                 _evaluate(p, grid, _distill(p, method, ipc, seed), method, condition="baseline",
                           n_models=0)
                 for n in p["n_models"]:
-                    g = _guidance(p, grid, kind="clom", source=target, archs=[pool["arch"]],
-                                  n_models=n, epoch=pool.get("epoch"),
-                                  alphas=[_alpha(p, method, ipc)])
+                    g = _pool_clom(p, grid, method, ipc, n_models=n)
                     _evaluate(p, grid, _distill(p, method, ipc, seed, g), method,
                               condition="+CLoM", n_models=int(n))
     return grid
@@ -456,39 +463,36 @@ def architecture_pools(p: Mapping[str, Any]) -> list[list[str]]:
 
 
 def _grid_architecture(p: dict[str, Any]) -> Grid:
-    grid, pool, target = Grid("02_architecture", p), _pool(p), p["target"]
+    grid = Grid("02_architecture", p)
     for ipc in p["ipcs"]:
         for method in _methods(p):
             for seed in p["seeds"]:
                 _evaluate(p, grid, _distill(p, method, ipc, seed), method, condition="baseline",
                           pool="none", n_archs=0)
                 for archs in architecture_pools(p):
-                    g = _guidance(p, grid, kind="clom", source=target, archs=archs,
-                                  n_models=pool["n_models"], epoch=pool.get("epoch"),
-                                  alphas=_pool_alphas(p, method, ipc, archs))
+                    g = _pool_clom(p, grid, method, ipc, archs=archs,
+                                   alphas=_pool_alphas(p, method, ipc, archs))
                     _evaluate(p, grid, _distill(p, method, ipc, seed, g), method,
                               condition="+CLoM", pool="+".join(archs), n_archs=len(archs))
     return grid
 
 
 def _grid_epoch(p: dict[str, Any]) -> Grid:
-    grid, pool, target = Grid("03_epoch", p), _pool(p), p["target"]
+    grid = Grid("03_epoch", p)
     for ipc in p["ipcs"]:
         for method in _methods(p):
             for seed in p["seeds"]:
                 _evaluate(p, grid, _distill(p, method, ipc, seed), method, condition="baseline",
                           ptm_epoch=None)
                 for epoch in p["epochs"]:
-                    g = _guidance(p, grid, kind="clom", source=target, archs=[pool["arch"]],
-                                  n_models=pool["n_models"], epoch=epoch,
-                                  alphas=[_alpha(p, method, ipc)])
+                    g = _pool_clom(p, grid, method, ipc, epoch=epoch)
                     _evaluate(p, grid, _distill(p, method, ipc, seed, g), method,
                               condition="+CLoM", ptm_epoch=g.epoch)
     return grid
 
 
 def _grid_domain(p: dict[str, Any]) -> Grid:
-    grid, pool = Grid("04_domain", p), _pool(p)
+    grid = Grid("04_domain", p)
     pairs = p.get("pairs") or [{"target": p["target"], "other": p["other"]}]
     for pair in pairs:
         target, other = pair["target"], pair["other"]
@@ -496,18 +500,19 @@ def _grid_domain(p: dict[str, Any]) -> Grid:
             for method in _methods(p):
                 alpha = _alpha(p, method, ipc)
                 cclom_alpha = _alpha(p, method, ipc, p.get("cclom_alpha"))
+                pool_epoch = _pool(p).get("epoch")
                 conditions = [
-                    ("CLoM (target PTMs)", "clom", target, pool.get("epoch"), alpha),
-                    ("CCLoM (target PTMs)", "cclom", target, pool.get("epoch"), cclom_alpha),
-                    ("CCLoM (other-domain PTMs)", "cclom", other, pool.get("epoch"), cclom_alpha),
+                    ("CLoM (target PTMs)", "clom", target, pool_epoch, alpha),
+                    ("CCLoM (target PTMs)", "cclom", target, pool_epoch, cclom_alpha),
+                    ("CCLoM (other-domain PTMs)", "cclom", other, pool_epoch, cclom_alpha),
                     ("CCLoM (untrained PTMs)", "cclom", target, 0, cclom_alpha),
                 ]
                 for seed in p["seeds"]:
                     _evaluate(p, grid, _distill(p, method, ipc, seed, dataset=target), method,
                               condition="baseline", target=target, ptm_source="none")
                     for name, kind, source, epoch, a in conditions:
-                        g = _guidance(p, grid, kind=kind, source=source, archs=[pool["arch"]],
-                                      n_models=pool["n_models"], epoch=epoch, alphas=[a])
+                        g = _pool_clom(p, grid, method, ipc, kind=kind, source=source,
+                                       epoch=epoch, alphas=[a])
                         _evaluate(p, grid, _distill(p, method, ipc, seed, g, dataset=target),
                                   method, condition=name, target=target,
                                   ptm_source=source if epoch != 0 else "untrained")
@@ -515,22 +520,19 @@ def _grid_domain(p: dict[str, Any]) -> Grid:
 
 
 def _grid_alpha(p: dict[str, Any]) -> Grid:
-    grid, pool, target = Grid("05_alpha", p), _pool(p), p["target"]
+    grid = Grid("05_alpha", p)
     for ipc in p["ipcs"]:
         for method in _methods(p):
             for seed in p["seeds"]:
                 for alpha in p["alphas"]:
-                    g = None if float(alpha) == 0 else _guidance(
-                        p, grid, kind="clom", source=target, archs=[pool["arch"]],
-                        n_models=pool["n_models"], epoch=pool.get("epoch"), alphas=[alpha])
+                    g = None if float(alpha) == 0 else _pool_clom(p, grid, method, ipc,
+                                                                   alphas=[alpha])
                     _evaluate(p, grid, _distill(p, method, ipc, seed, g), method,
                               condition="baseline" if g is None else "+CLoM", alpha=float(alpha),
                               ptm_only=False,
                               default_alpha=float(alpha) == _alpha(p, method, ipc))
                 if p.get("ptm_only", True):
-                    g = _guidance(p, grid, kind="clom", source=target, archs=[pool["arch"]],
-                                  n_models=pool["n_models"], epoch=pool.get("epoch"),
-                                  alphas=[_alpha(p, method, ipc)], ptm_only=True)
+                    g = _pool_clom(p, grid, method, ipc, ptm_only=True)
                     _evaluate(p, grid, _distill(p, method, ipc, seed, g), method,
                               condition="PTM loss only", alpha=math.inf, ptm_only=True,
                               default_alpha=False)
