@@ -28,14 +28,12 @@ data-dependent Python control flow (``.item()``, ``if x.sum() > 0``), or with in
 of their inputs.
 
 Speed. On a GPU the ensemble replaces N small kernel launches by one. On CPU it measured slower
-than the loop (``benchmarks/bench.py --compare``; earlier, 20 networks, 100 images 1×28×28, one thread on a
-loaded machine: ConvNet 1.1-1.5 vs 0.6-0.8 s per network-epoch, ConvNetW32 0.26-0.28 vs
-0.09-0.13, LeNet 0.030 vs 0.018, MLP about equal; with ``ptmdd_helpers.malloc``'s tuning,
-10 ConvNetW32 networks: 0.093 vs 0.062 s per network-epoch): a grouped convolution costs about
-what the N convolutions cost, and ``vmap`` adds copies between the layouts of its batching rules
-(the convolution's ``(B, N*C, H, W)`` and the normalization's ``(N*B, C, H, W)``) and a separate
-affine pass in group norm; :func:`~ptmdd_helpers.evaluate.evaluate_images` therefore uses it on
-CUDA by default.
+than the loop (``benchmarks/bench.py --quick --only eval20 --compare`` on two cores: 20 ConvNets
+on an IPC-10 set, 106.7 vs 66.4 s per network; see ``benchmarks/README.md``): a grouped
+convolution costs about what the N convolutions cost, and ``vmap`` adds copies between the
+layouts of its batching rules (the convolution's ``(B, N*C, H, W)`` and the normalization's
+``(N*B, C, H, W)``) and a separate affine pass in group norm;
+:func:`~ptmdd_helpers.evaluate.evaluate_images` therefore uses it on CUDA by default.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ Execution (not part of a protocol's identity, so not of any run id): on CUDA, or
 ``ensemble=True``, :func:`evaluate_images` trains the networks of one architecture together as a
 ``vmap`` ensemble (:class:`~ptmdd_helpers.ensemble.Ensemble`) -- each network with its own
 initialization, batch order and augmentation draws, as in the loop; on CPU it trains them one by
-one by default, because there the ensemble measured slower (about 2x for ConvNet, see
+one by default, because there the ensemble measured slower (1.6x for ConvNet: 106.7 vs 66.4 s per network, see
 ``benchmarks/README.md``: a grouped convolution costs what N convolutions cost, and ``vmap``
 adds layout copies). An architecture that cannot be vmapped (:func:`ensemble_fallback_reason`;
 none of the registered ones with torch 2.x) is always trained in the loop. The two paths agree

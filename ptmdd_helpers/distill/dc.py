@@ -4,7 +4,7 @@ Per outer step, the real batch and the synthetic images of every class are drawn
 augmented with one shared transform per class) in class order, exactly as a loop over classes
 would draw them. The per-class gradients then come from :mod:`.grouped`: the images of all
 classes, concatenated class by class, go through the network in passes (sized by
-``grouped.images_per_pass``: on a CPU a few MB of activations, elsewhere everything at once); a
+``grouped.images_per_pass``: on a CPU about 64 MB of activations, elsewhere all at once); a
 pass may hold several classes, and a class's gradients add up over the passes it spans. A network
 for which this is not exact (``grouped_support``; none of the registered models during matching,
 where BatchNorm is frozen in eval mode) falls back to one forward/backward per class,

@@ -2,9 +2,9 @@
 
 The network's embeddings of the real images of all classes come from forward passes over their
 concatenation (and likewise for the synthetic images), then per-class means are compared. On a CPU
-the passes hold a few MB of activations each (``grouped.images_per_pass``), which is faster than one
-huge pass. A network in train mode with BatchNorm couples the samples of a batch: it gets one pass
-per side over all classes, as the original DM code does for its BatchNorm models.
+the passes hold about 64 MB of activations each (``grouped.images_per_pass``). A network in train
+mode with BatchNorm couples the samples of a batch: it gets one pass per side over all classes, as
+the original DM code does for its BatchNorm models.
 """
 
 from __future__ import annotations
@@ -15,18 +15,14 @@ import torch
 from torch import nn
 
 from .engine import DistillState
-from .grouped import images_per_pass
-
-
-def _couples_samples(net: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training for m in net.modules())
+from .grouped import couples_samples, images_per_pass
 
 
 def embed_in_passes(net: nn.Module, images: torch.Tensor, pass_images: int | None = None) -> torch.Tensor:
     """``net.embed(images)``, computed ``pass_images`` images at a time where that is exact."""
     if pass_images is None:
         pass_images = images_per_pass(net, images[0], len(images))
-    if _couples_samples(net) or pass_images >= len(images):
+    if couples_samples(net) or pass_images >= len(images):
         return net.embed(images)
     return torch.cat([net.embed(part) for part in images.split(pass_images)])
 
@@ -75,7 +71,7 @@ def dm_iteration(state: DistillState) -> float:
     loss = torch.zeros((), device=state.device)
     if spec.guidance is None or not spec.guidance.ptm_only:
         reals, syns = state.class_batches(generator)
-        if state.batched or _couples_samples(net):
+        if state.batched or couples_samples(net):
             loss = loss + mean_embedding_distance(net, reals, syns)
         else:
             loss = loss + looped_mean_embedding_distance(net, reals, syns)

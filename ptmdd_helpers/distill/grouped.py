@@ -82,11 +82,22 @@ def _owners(net: nn.Module, params: Sequence[torch.Tensor]) -> list[tuple[nn.Mod
     return [where[id(p)] for p in params]
 
 
+def _coupling_layer(net: nn.Module) -> nn.Module | None:
+    """The first BatchNorm in train mode (its batch statistics couple the samples), if any."""
+    return next((m for m in net.modules()
+                 if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training), None)
+
+
+def couples_samples(net: nn.Module) -> bool:
+    """Whether ``net``'s output for one sample depends on the other samples of its batch now."""
+    return _coupling_layer(net) is not None
+
+
 def grouped_support(net: nn.Module, params: Sequence[torch.Tensor]) -> str | None:
     """``None`` if :func:`per_group_gradients` is exact for ``net`` now, else the reason it is not."""
-    for module in net.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.training:
-            return f"{type(module).__name__} in train mode couples the samples of a batch"
+    coupling = _coupling_layer(net)
+    if coupling is not None:
+        return f"{type(coupling).__name__} in train mode couples the samples of a batch"
     for module, _ in _owners(net, params):
         if not isinstance(module, _SUPPORTED):
             return f"no per-group gradient rule for {type(module).__name__}"
