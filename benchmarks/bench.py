@@ -34,7 +34,6 @@ import dataclasses
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -53,6 +52,7 @@ from ptmdd_helpers.evaluate import evaluate_images, protocol_for  # noqa: E402
 from ptmdd_helpers.guidance import Guidance, GuidanceSpec  # noqa: E402
 from ptmdd_helpers.pools import MemberSpec, write_initial_checkpoint  # noqa: E402
 from ptmdd_helpers.seeding import make_generator  # noqa: E402
+from ptmdd_helpers.store import git_commit  # noqa: E402
 
 ROWS = ("peak", "dc1", "dc10", "dsa10", "dm10", "dm10clom", "eval20")
 CLASSES, BATCH_REAL, EVAL_NETS, EVAL_EPOCHS, TEST_IMAGES = 10, 256, 20, 300, 10000
@@ -109,17 +109,12 @@ def machine(device: torch.device) -> dict:
                 break
     except OSError:
         pass
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, text=True,
-                                capture_output=True, check=False).stdout.strip()
-    except OSError:
-        commit = ""
     info = {
         "cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
         "platform": platform.platform(), "python": platform.python_version(),
         "torch": torch.__version__, "mkldnn": torch.backends.mkldnn.is_available(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(), "device": str(device),
-        "commit": commit, "cpu_pass_bytes": grouped.CPU_PASS_BYTES,
+        "commit": git_commit(), "cpu_pass_bytes": grouped.CPU_PASS_BYTES,
         "load_average_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
     }
     if device.type == "cuda":
@@ -163,11 +158,15 @@ def _row(name: str, path: str, wall: float, cpu: float, flops: float, images: fl
             "gflop": flops / 1e9, "gflops": flops / 1e9 / wall, "note": note}
 
 
-def untrained_clom(data: LoadedDataset, device: torch.device, pool_root: Path) -> Guidance:
-    """CLoM from one frozen, untrained ConvNet (its epoch-0 checkpoint): the cost, not the quality."""
-    write_initial_checkpoint(MemberSpec("FashionMNIST", "ConvNet", 0), pool_root)
+def untrained_clom(data: LoadedDataset, device: torch.device) -> Guidance:
+    """CLoM from one frozen, untrained ConvNet (its epoch-0 checkpoint): the cost, not the quality.
+
+    The checkpoint lives in a temporary pool only until the guidance has loaded it.
+    """
     spec = GuidanceSpec("clom", "FashionMNIST", ("ConvNet",), 1, epoch=0, alphas=(100.0,))
-    return Guidance(spec, data, device=device, pool_root=pool_root)
+    with tempfile.TemporaryDirectory(prefix="ptmdd-bench-pool-") as pool_root:
+        write_initial_checkpoint(MemberSpec("FashionMNIST", "ConvNet", 0), pool_root)
+        return Guidance(spec, data, device=device, pool_root=pool_root)
 
 
 def distill_row(name: str, method: str, ipc: int, data: LoadedDataset, device: torch.device,
@@ -296,8 +295,7 @@ def main(argv: list[str] | None = None) -> dict:
     for r in rows:
         print(f"{r['row']}: {r['gflops']:.1f} GFLOP/s", flush=True)
     data = fashion_shaped(600, 100)
-    pool_root = Path(tempfile.mkdtemp(prefix="ptmdd-bench-pool-"))
-    clom = untrained_clom(data, device, pool_root) if "dm10clom" in only else None
+    clom = untrained_clom(data, device) if "dm10clom" in only else None
     distill_rows = {"dc1": ("DC IPC 1", "DC", 1, None), "dc10": ("DC IPC 10", "DC", 10, None),
                     "dsa10": ("DSA IPC 10", "DSA", 10, None), "dm10": ("DM IPC 10", "DM", 10, None),
                     "dm10clom": ("DM IPC 10 + CLoM", "DM", 10, clom)}
