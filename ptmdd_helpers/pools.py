@@ -127,6 +127,15 @@ def initial_path(member: MemberSpec, root: str | Path | None = None) -> Path:
     return member.directory(resolve_pool_root(root)) / "epoch_0.pt"
 
 
+def _save_epoch_checkpoint(
+    model: nn.Module, member: MemberSpec, epoch: int, test_acc: float, path: Path
+) -> None:
+    """Write ``{"state_dict", "meta"}`` of ``member`` after ``epoch``: what ``load_member`` reads."""
+    meta = {"source": member.source, "arch": member.arch, "seed": member.seed, "epoch": epoch,
+            "test_acc": test_acc}
+    atomic_torch_save({"state_dict": model.state_dict(), "meta": meta}, path)
+
+
 def write_initial_checkpoint(member: MemberSpec, root: str | Path | None = None) -> Path:
     """Save the untrained network of ``member`` as ``epoch_0.pt`` (the initialization it trains from)."""
     path = initial_path(member, root)
@@ -134,9 +143,7 @@ def write_initial_checkpoint(member: MemberSpec, root: str | Path | None = None)
     with FileLock(str(path.parent) + ".lock"):
         if not path.is_file():
             model = build_member_model(member.arch, member.source, member.seed)
-            meta = {"source": member.source, "arch": member.arch, "seed": member.seed,
-                    "epoch": 0, "test_acc": -1.0}
-            atomic_torch_save({"state_dict": model.state_dict(), "meta": meta}, path)
+            _save_epoch_checkpoint(model, member, 0, -1.0, path)
     return path
 
 
@@ -228,12 +235,8 @@ def _train_member_locked(
             "epoch": epoch, "train_loss": loss, "train_acc": train_acc, "test_acc": test_acc,
             "seconds": seconds, "lr": optimizer.param_groups[0]["lr"],
         }
-        meta = {"source": spec.source, "arch": spec.arch, "seed": spec.seed, "epoch": epoch,
-                "test_acc": test_acc}
         if spec.keeps(epoch):
-            atomic_torch_save(
-                {"state_dict": model.state_dict(), "meta": meta}, directory / f"epoch_{epoch}.pt"
-            )
+            _save_epoch_checkpoint(model, spec, epoch, test_acc, directory / f"epoch_{epoch}.pt")
         atomic_torch_save(
             {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict(), "epoch": epoch},
