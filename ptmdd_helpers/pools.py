@@ -100,6 +100,11 @@ class MemberLog:
         """Number of completed epochs."""
         return len(self.epochs)
 
+    @property
+    def seconds(self) -> float:
+        """Training time of the completed epochs (tests included), as recorded."""
+        return sum(e["seconds"] for e in self.epochs)
+
 
 def _recipe_key(spec: MemberSpec) -> dict:
     recipe = asdict(spec.recipe)
@@ -153,6 +158,11 @@ def _read_log(directory: Path) -> MemberLog | None:
         return None
     raw = json.loads(path.read_text())
     return MemberLog(recipe=raw["recipe"], epochs=raw["epochs"])
+
+
+def read_member_log(member: MemberSpec, root: str | Path | None = None) -> MemberLog | None:
+    """The training log of ``member`` under the pool root, or ``None`` before its first epoch."""
+    return _read_log(member.directory(resolve_pool_root(root)))
 
 
 def safe_load(path: Path, map_location: str | torch.device = "cpu") -> dict:

@@ -24,7 +24,6 @@ else ``data_root`` (relative to the project), else ``./data``; figures ``figures
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 import platform
@@ -42,7 +41,14 @@ import yaml
 from .data import get_info
 from .distill import METHODS, DistillSpec, make_spec
 from .guidance import DEFAULT_CCLOM_REAL_BATCH, GuidanceSpec
-from .pools import MemberSpec, TrainRecipe, initial_path, resolve_pool_root, write_initial_checkpoint
+from .pools import (
+    MemberSpec,
+    TrainRecipe,
+    initial_path,
+    read_member_log,
+    resolve_pool_root,
+    write_initial_checkpoint,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -602,13 +608,11 @@ class Task:
 
 def member_complete(member: MemberSpec, root: Path) -> bool:
     """Whether ``member`` has completed its recipe's epochs under ``root``."""
-    log = member.directory(root) / "log.json"
-    if not log.is_file():
-        return False
     try:
-        return len(json.loads(log.read_text())["epochs"]) >= member.recipe.epochs
-    except (OSError, ValueError, KeyError):
+        log = read_member_log(member, root)
+    except (OSError, ValueError, KeyError):  # a log being written or damaged: not complete
         return False
+    return log is not None and log.completed >= member.recipe.epochs
 
 
 def _member_key(member: MemberSpec) -> tuple:
@@ -950,7 +954,7 @@ def pool_frame(grid: Grid, ws: Workspace | None = None, per_epoch: bool = False)
         records.append({
             "source": member.source, "arch": member.arch, "seed": member.seed,
             "epochs": log.completed,
-            "train_seconds": sum(e["seconds"] for e in log.epochs),
+            "train_seconds": log.seconds,
             "checkpoints": len(checkpoints),
             "storage_MB": sum(p.stat().st_size for p in files) / 2**20,
             "final_test_acc": log.epochs[-1]["test_acc"] if log.epochs else math.nan,
@@ -1060,9 +1064,9 @@ def stored_compute_seconds(grids: Sequence[Grid], ws: Workspace) -> float:
     root = resolve_pool_root(ws.pool_root)
     total = 0.0
     for member in merge_members(m for g in grids for m in g.members):
-        log = member.directory(root) / "log.json"
-        if log.is_file():
-            total += sum(e["seconds"] for e in json.loads(log.read_text())["epochs"])
+        log = read_member_log(member, root)
+        if log is not None:
+            total += log.seconds
     specs = _unique([*(d for g in grids for d in g.distillations),
                      *(e for g in grids for e in g.evaluations)])
     for spec in specs:
