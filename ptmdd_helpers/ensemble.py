@@ -113,10 +113,11 @@ class Ensemble:
         batch_size: int,
         generators: Sequence[torch.Generator],
         augment: Augment | None = None,
-    ) -> tuple[list[float], list[float]]:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """One epoch for every network, network i as ``train_epoch`` with ``generators[i]``.
 
-        Returns the per-network mean loss and training accuracy of the epoch.
+        Returns the per-network mean loss and training accuracy of the epoch, two tensors of
+        ``size`` values on the device (not read here, as in ``train_epoch``).
         """
         if len(generators) != self.size:
             raise ValueError(
@@ -144,8 +145,7 @@ class Ensemble:
             total_loss += per_net.detach() * y.shape[1]
             correct += (logits.argmax(-1) == y).sum(1)
         count = max(n, 1)
-        return ([v / count for v in total_loss.tolist()],
-                [c / count for c in correct.tolist()])
+        return total_loss / count, correct / count
 
     @torch.no_grad()
     def accuracy(

@@ -235,9 +235,9 @@ def _train_member_locked(
     for epoch in bar:
         start = time.perf_counter()
         generator = make_generator("pool-order", spec.source, spec.arch, spec.seed, epoch)
-        loss, train_acc = train_epoch(
+        loss, train_acc = (float(value) for value in train_epoch(
             model, optimizer, train_x, train_y, spec.recipe.batch_size, generator
-        )
+        ))
         scheduler.step()
         test_acc = accuracy(model, test_x, test_y)
         seconds = time.perf_counter() - start

@@ -75,8 +75,12 @@ def train_epoch(
     batch_size: int,
     generator: torch.Generator,
     augment: Augment | None = None,
-) -> tuple[float, float]:
-    """Train one epoch over shuffled mini-batches; return mean loss and training accuracy."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Train one epoch over shuffled mini-batches; return mean loss and training accuracy.
+
+    Both are 0-dim tensors on the model's device, not read here: reading one makes the host wait
+    for the device, so callers read them only where they log.
+    """
     model.train()
     device = next(model.parameters()).device
     order = torch.randperm(len(labels), generator=generator)
@@ -96,7 +100,7 @@ def train_epoch(
         total_loss += loss.detach() * len(y)
         correct += (logits.argmax(1) == y).sum()
     n = max(len(order), 1)
-    return total_loss.item() / n, correct.item() / n
+    return total_loss / n, correct / n
 
 
 def inference_batch_size(device: torch.device | str) -> int:
@@ -117,10 +121,10 @@ def accuracy(
     model.eval()
     device = next(model.parameters()).device
     batch_size = batch_size or inference_batch_size(device)
-    correct = 0
+    correct = torch.zeros((), dtype=torch.long, device=device)
     for start in range(0, len(labels), batch_size):
         x = images[start:start + batch_size].to(device, non_blocking=True)
         y = labels[start:start + batch_size].to(device, non_blocking=True)
-        correct += int((model(x).argmax(1) == y).sum())
+        correct += (model(x).argmax(1) == y).sum()
     model.train(was_training)
-    return correct / max(len(labels), 1)
+    return int(correct) / max(len(labels), 1)  # the one read of the device

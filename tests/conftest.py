@@ -1,11 +1,15 @@
-"""Shared fixtures: the offline copy of MNIST/FashionMNIST beside the repo, isolated caches."""
+"""Shared fixtures: the offline copy of MNIST/FashionMNIST beside the repo, isolated caches, a
+counter of the host's reads of tensor values."""
 
 from __future__ import annotations
 
 import os
+import weakref
 from pathlib import Path
 
 import pytest
+import torch
+from torch.overrides import TorchFunctionMode
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("PTMDD_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -26,3 +30,36 @@ def _isolated_roots(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("PTMDD_CACHE", str(base / "cache"))
     monkeypatch.setenv("PTMDD_POOLS", str(base / "pools-default"))
     monkeypatch.setenv("PTMDD_RUNS", str(base / "runs-default"))
+
+
+class HostReads(TorchFunctionMode):
+    """Counts the host's reads of tensor values (``float(t)``, ``t.item()``, ``t.tolist()``, …).
+
+    On a GPU each such read waits for the device. Reads of a random draw's own result (the
+    augmentation's choice of transform, the guidance's choice of a pool member: CPU generators,
+    never on the device) are not counted.
+    """
+
+    READS = frozenset({"__float__", "__int__", "__bool__", "__index__", "__format__", "item",
+                       "tolist", "numpy"})
+    DRAWS = frozenset({"randint", "randperm", "rand", "randn", "multinomial", "bernoulli"})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: list[str] = []
+        self._draws: weakref.WeakSet = weakref.WeakSet()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name in self.READS and args and args[0] not in self._draws:
+            self.reads.append(name)
+        result = func(*args, **(kwargs or {}))
+        if name in self.DRAWS and isinstance(result, torch.Tensor):
+            self._draws.add(result)
+        return result
+
+
+@pytest.fixture
+def host_reads():
+    """A fresh :class:`HostReads` mode: ``with host_reads as reads: ...; len(reads.reads)``."""
+    return HostReads()

@@ -10,6 +10,7 @@ import torch
 from ptmdd_helpers.data import LoadedDataset, load_dataset
 from ptmdd_helpers.distill import DistillationDiverged, distill, loops_for_ipc, make_spec
 from ptmdd_helpers.distill.dm import mean_embedding_distance
+from ptmdd_helpers.distill.engine import LOG_EVERY
 from ptmdd_helpers.distill.matching import layer_distance, match_loss
 from ptmdd_helpers.models import create_model
 from ptmdd_helpers.runs import Workspace, distill_run
@@ -86,6 +87,20 @@ def test_each_method_changes_the_images_and_lowers_its_loss():
         out = distill(spec, data, run_key="learn", progress=False)
         first, last = out["history"][:10], out["history"][-10:]
         assert sum(last) < sum(first), method
+
+
+@pytest.mark.parametrize("method", ["DC", "DSA", "DM"])
+def test_the_host_reads_the_losses_only_at_logging_points(method, host_reads):
+    """20 iterations (DC/DSA with 3 outer steps and inner training each): two reads of the
+    pending losses and two finiteness checks, at iterations 10 and 20, not one per step."""
+    data = load_dataset("Digits")
+    spec = make_spec("Digits", method, 2, iterations=2 * LOG_EVERY, outer_loop=3, inner_loop=2,
+                     **FAST)
+    with host_reads:
+        out = distill(spec, data, run_key="reads", progress=False)
+    assert sorted(host_reads.reads) == ["__bool__", "__bool__", "tolist", "tolist"]
+    assert len(out["history"]) == 2 * LOG_EVERY
+    assert all(isinstance(value, float) for value in out["history"])
 
 
 def test_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):

@@ -94,7 +94,7 @@ def _train_both(digits, images, labels, arch, augment, dtype, epochs=3, ensemble
                                        augmenter)
             scheduler.step()
         loop_models.append(model)
-        loop_train.append(train_acc)
+        loop_train.append(float(train_acc))
         loop_test.append(accuracy(model, test_x, digits.test_labels))
 
     networks = [_network(digits, arch, p, device) for p in parts]
@@ -109,7 +109,7 @@ def _train_both(digits, images, labels, arch, augment, dtype, epochs=3, ensemble
         scheduler.step()
     ens_test = ensemble.accuracy(test_x, digits.test_labels)
     ensemble.copy_to(ens_models)
-    return loop_models, loop_train, loop_test, ens_models, ens_train, ens_test
+    return loop_models, loop_train, loop_test, ens_models, ens_train.tolist(), ens_test
 
 
 # --------------------------------------------------------------------------- equality with the loop

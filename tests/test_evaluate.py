@@ -314,3 +314,21 @@ def test_testing_in_cpu_sized_batches_counts_every_image_once(digits):
     correct = (model.eval()(images).argmax(1) == labels).sum().item()
     assert accuracy(model, images, labels) == correct / len(labels)
     assert accuracy(model, images, labels, batch_size=7) == correct / len(labels)
+
+
+@pytest.mark.parametrize("ensemble", [False, True])
+def test_training_reads_nothing_from_the_device_per_epoch(digits, subset10, host_reads, ensemble):
+    """The host reads the same values after 2 epochs as after 12 (with DSA and a progress bar,
+    which reads the ensemble's accuracy every LOG_EVERY_EPOCHS epochs: here once)."""
+    reads = []
+    for epochs in (2, 2 + ev.LOG_EVERY_EPOCHS):
+        with host_reads:
+            evaluate_images(*subset10, digits, [ARCH], 2, protocol_for("DSA", epochs=epochs),
+                            ("reads",), progress=ensemble, ensemble=ensemble)
+        reads.append(list(host_reads.reads))
+        host_reads.reads.clear()
+    extra = ["__float__"] if ensemble else []  # the progress bar's one read at epoch 10
+    assert sorted(reads[1]) == sorted(reads[0] + extra)
+    # the check of the labels (min, max), then the test and training accuracies: per network
+    # in the loop, one read of all networks' values in the ensemble
+    assert len(reads[0]) == 2 + (2 if ensemble else 2 * 2)

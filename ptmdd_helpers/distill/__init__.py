@@ -22,7 +22,7 @@ from .engine import (
 from .matching import match_loss
 from .spec import LOOPS_BY_IPC, METHODS, DistillSpec, loops_for_ipc, make_spec, with_seed
 
-ITERATIONS: dict[str, Callable[[DistillState], float]] = {
+ITERATIONS: dict[str, Callable[[DistillState], torch.Tensor]] = {
     "DC": dc_iteration,
     "DSA": dc_iteration,
     "DM": dm_iteration,

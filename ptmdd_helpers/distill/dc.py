@@ -117,8 +117,11 @@ def matching_loss(
     return looped_matching_loss(net, params, reals, syns, metric)
 
 
-def dc_iteration(state: DistillState) -> float:
-    """One DC/DSA iteration: a fresh network, ``outer_loop`` image updates with inner training."""
+def dc_iteration(state: DistillState) -> torch.Tensor:
+    """One DC/DSA iteration: a fresh network, ``outer_loop`` image updates with inner training.
+
+    Returns the mean loss of the outer steps, a tensor on the device (not read here).
+    """
     spec = state.spec
     generator = state.generator("dc")
     net = state.fresh_network()
@@ -127,7 +130,7 @@ def dc_iteration(state: DistillState) -> float:
     net_optimizer = torch.optim.SGD(net.parameters(), lr=spec.lr_net)
     uses_bn = is_batchnorm_model(net)
     augment = (lambda x, g: augment_per_sample(x, state.dsa, g)) if spec.uses_dsa else None
-    total = 0.0
+    total = torch.zeros((), device=state.device)
     for outer in range(spec.outer_loop):
         if uses_bn:
             freeze_batchnorm_statistics(net, state, generator)

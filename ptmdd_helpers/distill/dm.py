@@ -58,10 +58,11 @@ def looped_mean_embedding_distance(
     return loss
 
 
-def dm_iteration(state: DistillState) -> float:
+def dm_iteration(state: DistillState) -> torch.Tensor:
     """Match per-class mean embeddings of real and synthetic images under a fresh frozen network.
 
     Each class gets its own shared augmentation (real and synthetic alike), drawn class by class.
+    Returns the loss, a tensor on the device (not read here).
     """
     spec = state.spec
     generator = state.generator("dm")

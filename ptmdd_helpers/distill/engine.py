@@ -7,9 +7,10 @@ checkpoint (synthetic images + optimizer state) continues exactly as an uninterr
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
@@ -25,6 +26,10 @@ from .spec import INITS, DistillSpec
 
 SaveCheckpoint = Callable[[dict, int], None]
 LoadCheckpoint = Callable[[], "tuple[dict, int] | None"]
+
+# Iterations between the host's reads of the losses: the progress bar, the history and the
+# divergence check happen there, so the device runs ahead in between (also at each checkpoint).
+LOG_EVERY = 10
 
 
 class DistillationDiverged(RuntimeError):
@@ -51,7 +56,6 @@ class DistillState:
     dsa: DSAConfig
     iteration: int = 0
     batched: bool = True  # classes in one pass where exact; False: one pass per class (reference)
-    last_good: torch.Tensor | None = field(default=None, repr=False)
 
     def generator(self, *purpose: object) -> torch.Generator:
         """A generator for this iteration and ``purpose``, derived from the run key."""
@@ -85,19 +89,16 @@ class DistillState:
             syns.append(syn)
         return reals, syns
 
-    def step(self, loss: torch.Tensor) -> float:
-        """Take one optimizer step on the synthetic images; stop on a non-finite loss."""
-        value = float(loss.detach())
-        if not torch.isfinite(loss.detach()):
-            raise DistillationDiverged(
-                f"the {self.spec.method} loss became {value} at iteration {self.iteration}; "
-                f"stopped and kept the last good synthetic set",
-                self.images.detach().clone(), self.labels.clone(),
-            )
+    def step(self, loss: torch.Tensor) -> torch.Tensor:
+        """Take one optimizer step on the synthetic images; return the loss, detached.
+
+        The loss stays on the device: reading it would make the host wait for the device every
+        step. :func:`run_distillation` reads the losses, and checks them, at its logging points.
+        """
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        return value
+        return loss.detach()
 
 
 def validate_spec(spec: DistillSpec, data: LoadedDataset) -> None:
@@ -139,10 +140,29 @@ def initial_synthetic_set(
     return images.clone(), labels
 
 
+def _checked_losses(
+    pending: list[torch.Tensor], images: torch.Tensor, *, start: int, spec: DistillSpec,
+    verified: torch.Tensor, labels: torch.Tensor,
+) -> list[float]:
+    """The pending losses as floats (one read from the device), after checking that they and the
+    synthetic images are finite; else :class:`DistillationDiverged` with the ``verified`` set."""
+    losses = torch.stack(pending).tolist()
+    bad = next((i for i, value in enumerate(losses) if not math.isfinite(value)), None)
+    if bad is None and bool(torch.isfinite(images.detach()).all()):
+        return losses
+    what = (f"the {spec.method} loss became {losses[bad]} at iteration {start + bad}"
+            if bad is not None else
+            f"the synthetic images became non-finite by iteration {start + len(losses) - 1}")
+    raise DistillationDiverged(
+        f"{what}; stopped and kept the last good synthetic set (the one before iteration {start})",
+        verified.cpu(), labels.cpu(),
+    )
+
+
 def run_distillation(
     spec: DistillSpec,
     data: LoadedDataset,
-    iteration_fn: Callable[[DistillState], float],
+    iteration_fn: Callable[[DistillState], torch.Tensor],
     *,
     run_key: str,
     guidance: Guidance | None = None,
@@ -177,20 +197,28 @@ def run_distillation(
     bar = tqdm(range(start, spec.iterations), disable=not progress, initial=start,
                total=spec.iterations, desc=f"{spec.method} {data.info.name} IPC{spec.ipc}",
                unit="it")
+    verified = images.detach().clone()  # the last synthetic set known to be finite
+    pending: list[torch.Tensor] = []  # losses not yet read by the host
     for iteration in bar:
         state_obj.iteration = iteration
         tic = time.perf_counter()
-        loss = iteration_fn(state_obj)
-        seconds += time.perf_counter() - tic
-        history.append(loss)
+        pending.append(iteration_fn(state_obj))
         done = iteration + 1
-        if save_checkpoint is not None and done % checkpoint_every == 0 and done < spec.iterations:
+        checkpoint_due = (save_checkpoint is not None and done % checkpoint_every == 0
+                          and done < spec.iterations)
+        if checkpoint_due or done % LOG_EVERY == 0 or done == spec.iterations:
+            losses = _checked_losses(pending, images, start=done - len(pending), spec=spec,
+                                     verified=verified, labels=labels)
+            history.extend(losses)
+            pending.clear()
+            verified = images.detach().clone()
+            bar.set_postfix(loss=f"{losses[-1]:.4g}")
+        seconds += time.perf_counter() - tic
+        if checkpoint_due:
             save_checkpoint(
                 {"images": images.detach().cpu(), "optimizer": optimizer.state_dict(),
                  "history": history, "seconds": seconds},
                 done,
             )
-        if iteration % 10 == 0:
-            bar.set_postfix(loss=f"{loss:.4g}")
     return {"images": images.detach().cpu(), "labels": labels.cpu(), "history": history,
             "seconds": seconds}
