@@ -13,16 +13,20 @@ Rows (``--only`` picks some, comma-separated):
 * ``eval20``    training and testing 20 ConvNets on an IPC-10 set (300 epochs, DC protocol).
 
 Each row gives seconds, images per second, GFLOP (counted with ``torch.utils.flop_counter`` on an
-untimed run that also warms up), effective GFLOP/s and its fraction of the peak; also the process's
-CPU seconds (CPU seconds much above threads × wall seconds cannot happen; much below means the
-machine was busy). ``--quick`` extrapolates the long rows: DC/DSA IPC 10 from runs with 1 and 2
-outer steps (t10 = t1 + 9·(t2 − t1)), the evaluation from runs of 2 and 6 epochs on 1000 test
-images (fixed cost scaled to 10000 test images, per-epoch cost to 300 epochs; the loop with 4
-networks, scaled to 20). ``--looped`` runs the
-distillation rows with the per-class reference path instead of the batched one. The evaluation row
-trains its networks as ``evaluate_images`` does by default (a vmap ensemble on CUDA, one after
-another on a CPU). ``--compare`` runs both paths of every row (batched and looped, ensemble and
-loop). Results are printed as a table and, with ``--json PATH``, written as JSON.
+untimed run that also warms up), effective GFLOP/s and its fraction of the peak; also the
+process's CPU seconds (CPU seconds much above threads × wall seconds cannot happen; much below
+means the machine was busy), and "conv alone": the seconds the row's convolutions (forward and
+backward, as logged during the counted run) take when replayed on their own, in the row's
+precision and in bfloat16. With the same convolution kernels (oneDNN on a CPU), the row cannot run
+faster than its "conv alone" time; the bf16 column is that bound for a bfloat16 version of the
+row. ``--quick`` extrapolates the long rows: DC/DSA IPC 10 from runs with 1 and 2 outer steps (t10
+= t1 + 9·(t2 − t1)), the evaluation from runs of 2 and 6 epochs on 1000 test images (fixed cost
+scaled to 10000 test images, per-epoch cost to 300 epochs; the loop with 4 networks, scaled to
+20). ``--looped`` runs the distillation rows with the per-class reference path instead of the
+batched one. The evaluation row trains its networks as ``evaluate_images`` does by default (a vmap
+ensemble on CUDA, one after another on a CPU). ``--compare`` runs both paths of every row (batched
+and looped, ensemble and loop). Results are printed as a table and, with ``--json PATH``, written
+as JSON.
 
 Usage: ``python benchmarks/bench.py --quick --json bench.json [--only dc1,dm10] [--compare]``
 """
@@ -37,10 +41,12 @@ import platform
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,11 +85,56 @@ def timed(fn: Callable[[], object], device: torch.device, repeats: int = 1) -> t
     return best
 
 
-def counted(fn: Callable[[], object]) -> float:
-    """FLOPs of one call of ``fn`` (this call also serves as the warm-up)."""
-    with FlopCounterMode(display=False) as counter:
+class ConvolutionLog(TorchDispatchMode):
+    """The convolutions (forward and backward) a call performs: signature -> how many times."""
+
+    OPS = (torch.ops.aten.convolution.default, torch.ops.aten.convolution_backward.default)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: Counter = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in self.OPS:
+            self.calls[(func, tuple(_describe(a) for a in args))] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def _describe(arg: object) -> object:
+    if isinstance(arg, torch.Tensor):
+        return ("tensor", tuple(arg.shape), tuple(arg.stride()), arg.dtype, str(arg.device))
+    return tuple(arg) if isinstance(arg, list) else arg
+
+
+def _materialize(arg: object, dtype: torch.dtype | None) -> object:
+    """A random tensor laid out as the recorded one (in ``dtype`` if given); other args as is."""
+    if not (isinstance(arg, tuple) and arg[:1] == ("tensor",)):
+        return list(arg) if isinstance(arg, tuple) else arg
+    _, shape, stride, recorded, device = arg
+    storage = 1 + sum((n - 1) * st for n, st in zip(shape, stride, strict=True) if n > 0)
+    base = torch.randn(storage, dtype=dtype or recorded, device=device)
+    return base.as_strided(shape, stride)
+
+
+def convolution_seconds(log: ConvolutionLog, device: torch.device, dtype=None) -> float:
+    """Seconds the logged convolutions take alone (best of 3 per distinct call, times its count);
+    in ``dtype`` instead of the recorded one if given (bfloat16: what reduced precision could buy).
+    """
+    total = 0.0
+    for (func, described), count in log.calls.items():
+        args = [_materialize(a, dtype) for a in described]
+        func(*args)
+        total += count * timed(lambda func=func, args=args: func(*args), device, 3)[0]
+    return total
+
+
+def counted(fn: Callable[[], object], device: torch.device) -> tuple[float, float, float]:
+    """FLOPs of one call of ``fn`` (this call also serves as the warm-up), and the seconds its
+    convolutions take when replayed alone, in their own precision and in bfloat16."""
+    with FlopCounterMode(display=False) as counter, ConvolutionLog() as log:
         fn()
-    return float(counter.get_total_flops())
+    return (float(counter.get_total_flops()), convolution_seconds(log, device),
+            convolution_seconds(log, device, torch.bfloat16))
 
 
 # --------------------------------------------------------------------------- data and machine
@@ -152,10 +203,11 @@ def peak_rows(device: torch.device, quick: bool) -> list[dict]:
 
 
 def _row(name: str, path: str, wall: float, cpu: float, flops: float, images: float | None,
-         note: str = "") -> dict:
+         note: str = "", conv: float | None = None, conv_bf16: float | None = None) -> dict:
     return {"row": name, "path": path, "seconds": wall, "cpu_seconds": cpu,
             "images": images, "images_per_second": images / wall if images else None,
-            "gflop": flops / 1e9, "gflops": flops / 1e9 / wall, "note": note}
+            "gflop": flops / 1e9, "gflops": flops / 1e9 / wall, "note": note,
+            "conv_seconds": conv, "conv_seconds_bf16": conv_bf16}
 
 
 def untrained_clom(data: LoadedDataset, device: torch.device) -> Guidance:
@@ -178,13 +230,12 @@ def distill_row(name: str, method: str, ipc: int, data: LoadedDataset, device: t
     if clom is not None:
         spec = dataclasses.replace(spec, guidance=clom.spec)
 
-    def measure(spec_used):
+    def measure(spec_used):  # wall, CPU s, FLOPs, convolutions alone (own precision, bf16)
         def run():
             distill(spec_used, data, run_key="bench", guidance=guidance, device=device,
                     progress=False, batched=batched)
-        flops = counted(run)
-        wall, cpu = timed(run, device, repeats)
-        return wall, cpu, flops
+        counts = counted(run, device)
+        return (*timed(run, device, repeats), *counts)
 
     outer, inner = spec.outer_loop, spec.inner_loop
     images = CLASSES * (outer * (BATCH_REAL + ipc) + (outer - 1) * inner * ipc)
@@ -192,14 +243,16 @@ def distill_row(name: str, method: str, ipc: int, data: LoadedDataset, device: t
     if method == "DM":
         images = CLASSES * (BATCH_REAL + ipc)
     if quick and method != "DM" and outer > 2:  # DM has no outer loop
-        w1, c1, f1 = measure(dataclasses.replace(spec, outer_loop=1))
-        w2, c2, f2 = measure(dataclasses.replace(spec, outer_loop=2))
+        at1 = measure(dataclasses.replace(spec, outer_loop=1))
+        at2 = measure(dataclasses.replace(spec, outer_loop=2))
         k = outer - 1
-        wall, cpu, flops = w1 + k * (w2 - w1), c1 + k * (c2 - c1), f1 + k * (f2 - f1)
-        note = f"extrapolated from 1 and 2 outer steps ({w1:.2f} s, {w2:.2f} s)"
+        measured = [v1 + k * (v2 - v1) for v1, v2 in zip(at1, at2, strict=True)]
+        note = f"extrapolated from 1 and 2 outer steps ({at1[0]:.2f} s, {at2[0]:.2f} s)"
     else:
-        wall, cpu, flops = measure(spec)
-    return _row(name, "batched" if batched else "looped", wall, cpu, flops, images, note)
+        measured = measure(spec)
+    wall, cpu, flops, conv, conv_bf16 = measured
+    return _row(name, "batched" if batched else "looped", wall, cpu, flops, images, note,
+                conv, conv_bf16)
 
 
 def eval_row(device: torch.device, quick: bool, ensemble: bool) -> dict:
@@ -223,7 +276,7 @@ def eval_row(device: torch.device, quick: bool, ensemble: bool) -> dict:
                         protocol_for("DC", epochs=epochs), ("bench",), device=device,
                         progress=False, ensemble=ensemble)
 
-    f1, f2 = counted(lambda: run(1, e1)), counted(lambda: run(1, e2))  # per network
+    at1, at2 = counted(lambda: run(1, e1), device), counted(lambda: run(1, e2), device)  # per net
     run(nets, 1)  # warm-up at the timed size
     w1, c1 = timed(lambda: run(nets, e1), device)
     w2, c2 = timed(lambda: run(nets, e2), device)
@@ -236,12 +289,12 @@ def eval_row(device: torch.device, quick: bool, ensemble: bool) -> dict:
 
     wall = extrapolate(w1, w2, EVAL_NETS / nets)
     cpu = extrapolate(c1, c2, EVAL_NETS / nets)
-    flops = extrapolate(f1, f2, EVAL_NETS)
+    flops, conv, conv_bf16 = (extrapolate(v1, v2, EVAL_NETS) for v1, v2 in zip(at1, at2, strict=True))
     n_images = EVAL_NETS * (EVAL_EPOCHS * len(labels) + TEST_IMAGES)
     note = (f"{nets} networks timed at {e1} and {e2} epochs ({w1:.1f} s, {w2:.1f} s), "
             f"{test_images} test images scaled to {TEST_IMAGES}; {wall / EVAL_NETS:.1f} s per network")
     return _row("eval 20 ConvNets, IPC 10, 300 epochs", "ensemble" if ensemble else "loop", wall,
-                cpu, flops, n_images, note)
+                cpu, flops, n_images, note, conv, conv_bf16)
 
 
 # --------------------------------------------------------------------------- main
@@ -249,13 +302,17 @@ def eval_row(device: torch.device, quick: bool, ensemble: bool) -> dict:
 
 def table(rows: list[dict], peak: float) -> str:
     """A Markdown table of the rows."""
-    lines = ["| row | path | seconds | CPU s | images/s | GFLOP | GFLOP/s | of peak |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| row | path | seconds | CPU s | images/s | GFLOP | GFLOP/s | of peak "
+             "| conv alone s | conv alone s, bf16 |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         ips = f"{r['images_per_second']:.0f}" if r["images_per_second"] else "–"
+        conv = [f"{r[k]:.3f}" if r.get(k) is not None else "–"
+                for k in ("conv_seconds", "conv_seconds_bf16")]
         lines.append(
             f"| {r['row']} | {r['path']} | {r['seconds']:.3f} | {r['cpu_seconds']:.2f} | {ips} | "
-            f"{r['gflop']:.1f} | {r['gflops']:.1f} | {100 * r['gflops'] / peak:.0f} % |"
+            f"{r['gflop']:.1f} | {r['gflops']:.1f} | {100 * r['gflops'] / peak:.0f} % | "
+            f"{conv[0]} | {conv[1]} |"
         )
     return "\n".join(lines)
 

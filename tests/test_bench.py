@@ -1,4 +1,5 @@
-"""benchmarks/bench.py runs, counts the FLOPs a ConvNet really does, and writes its JSON."""
+"""benchmarks/bench.py runs, counts the FLOPs a ConvNet really does, logs and replays its
+convolutions, and writes its JSON."""
 
 from __future__ import annotations
 
@@ -7,6 +8,10 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
+import torch.nn.functional as F
+
+from ptmdd_helpers.models import create_model
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench.py"
 
@@ -40,3 +45,29 @@ def test_dm_row_counts_convnet_flops_and_writes_json(bench, tmp_path, capsys):
 def test_unknown_rows_are_refused(bench):
     with pytest.raises(SystemExit):
         bench.main(["--only", "dc1,nope"])
+
+
+def test_convolution_log_holds_a_convnet_steps_convolutions_and_replays_them(bench):
+    net = create_model("ConvNet", 1, 10, (28, 28))
+    images = torch.randn(8, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+    with bench.ConvolutionLog() as log:
+        F.cross_entropy(net(images), torch.arange(8) % 10).backward()
+    calls = sorted((func.__name__, described[0][1], described[-1] if "backward" in func.__name__
+                    else None, count) for (func, described), count in log.calls.items())
+    # three layers: a forward each, a backward each; the first layer's backward computes no
+    # gradient for the images (they need none)
+    assert calls == [
+        ("convolution.default", (8, 1, 28, 28), None, 1),
+        ("convolution.default", (8, 128, 8, 8), None, 1),
+        ("convolution.default", (8, 128, 16, 16), None, 1),
+        ("convolution_backward.default", (8, 128, 8, 8), (True, True, True), 1),
+        ("convolution_backward.default", (8, 128, 16, 16), (True, True, True), 1),
+        ("convolution_backward.default", (8, 128, 32, 32), (False, True, True), 1),
+    ]
+    recorded = next(d[0] for (f, d), _ in log.calls.items() if d[0][1] == (8, 1, 28, 28))
+    replayed = bench._materialize(recorded, None)
+    assert replayed.shape == images.shape and replayed.stride() == images.stride()
+    assert bench._materialize(recorded, torch.bfloat16).dtype == torch.bfloat16
+    cpu = torch.device("cpu")
+    assert bench.convolution_seconds(log, cpu) > 0
+    assert bench.convolution_seconds(log, cpu, torch.bfloat16) > 0
