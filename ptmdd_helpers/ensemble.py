@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from .training import Augment, inference_batch_size
+from .training import Augment, autocast, check_precision, inference_batch_size
 
 __all__ = ["Ensemble", "ensemble_support"]
 
@@ -63,7 +63,9 @@ def _signature(model: nn.Module) -> tuple:
 class Ensemble:
     """N models of one architecture as stacked parameters/buffers, run with ``vmap``."""
 
-    def __init__(self, models: Sequence[nn.Module]) -> None:
+    def __init__(self, models: Sequence[nn.Module], precision: str = "fp32") -> None:
+        check_precision(precision)
+        self.precision = precision  # of the forward passes (training.PRECISIONS)
         models = list(models)
         if not models:
             raise ValueError("an ensemble needs at least one model")
@@ -103,7 +105,9 @@ class Ensemble:
         """Logits ``(N, B, classes)`` of ``x`` ``(N, B, ...)``, or ``(B, ...)`` if ``shared_input``."""
         self._base.train(train)
         in_dims = (0, 0, None if shared_input else 0)
-        return vmap(self._call, in_dims=in_dims)(self.params, self.buffers, x)
+        with autocast(x.device, self.precision):
+            logits = vmap(self._call, in_dims=in_dims)(self.params, self.buffers, x)
+        return logits if self.precision == "fp32" else logits.float()
 
     def train_epoch(
         self,

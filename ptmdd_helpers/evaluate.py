@@ -18,6 +18,11 @@ epochs with per-sample DSA augmentation (``color_crop_cutout_flip_scale_rotate``
 datasets whose ``flip_augment`` is False). SGD lr 0.01, momentum 0.9, weight decay 5e-4, batch 256.
 The training loop is :func:`~ptmdd_helpers.training.train_epoch`.
 
+``EvalProtocol.precision="bf16"`` (opt-in, part of the run id) trains and tests the networks in
+mixed precision (:data:`~ptmdd_helpers.training.PRECISIONS`): convolutions and matmuls in bfloat16
+under ``torch.autocast``; weights, gradients and the loss in float32. ``benchmarks/precision.py``
+compares its accuracy with fp32's, ``benchmarks/bench.py --precision bf16`` its speed.
+
 Execution (not part of a protocol's identity, so not of any run id): on CUDA, or when asked with
 ``ensemble=True``, :func:`evaluate_images` trains the networks of one architecture together as a
 ``vmap`` ensemble (:class:`~ptmdd_helpers.ensemble.Ensemble`) -- each network with its own
@@ -50,13 +55,16 @@ from .data import LoadedDataset
 from .ensemble import Ensemble, ensemble_support
 from .models import create_model, list_models
 from .seeding import make_generator
+from .store import added_field
 from .training import (
     TrainRecipe,
     accuracy,
+    check_precision,
     make_optimizer,
     resolve_device,
     seeded_model,
     train_epoch,
+    with_precision,
 )
 
 AUGMENTS = ("none", "dsa")
@@ -80,10 +88,12 @@ class EvalProtocol:
     weight_decay: float = 5e-4
     batch_size: int = 256
     augment: str = "none"  # "none" | "dsa"
+    precision: str = added_field("fp32")  # "fp32" | "bf16" (opt-in mixed precision, training.py)
 
     def __post_init__(self) -> None:
         if self.augment not in AUGMENTS:
             raise ValueError(f"unknown augment {self.augment!r}; valid: {', '.join(AUGMENTS)}")
+        check_precision(self.precision)
         if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
             raise ValueError(f"evaluation epochs must be an int >= 1, got {self.epochs!r}")
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) \
@@ -224,8 +234,9 @@ def _train_and_test(
     """Train one network on tensors already on ``device``; see :func:`train_and_test`."""
     start = time.perf_counter()
     recipe = protocol.recipe()
-    model, generator = _network(data, arch, seed_parts, device)
-    optimizer, scheduler = make_optimizer(model, recipe)
+    network, generator = _network(data, arch, seed_parts, device)
+    optimizer, scheduler = make_optimizer(network, recipe)
+    model = with_precision(network, protocol.precision)
     augment = _augmenter(protocol, data)
     train_accuracy = float("nan")
     for _ in range(recipe.epochs):
@@ -263,7 +274,7 @@ def _train_and_test_ensemble(
     recipe = protocol.recipe()
     networks = [_network(data, arch, parts, device) for parts in seed_parts]
     generators = [generator for _, generator in networks]
-    ensemble = Ensemble([model for model, _ in networks])
+    ensemble = Ensemble([model for model, _ in networks], precision=protocol.precision)
     del networks  # the ensemble holds stacked copies; free the separate ones
     optimizer, scheduler = make_optimizer(ensemble.parameters(), recipe)
     augment = _augmenter(protocol, data)

@@ -7,6 +7,9 @@ a given run (a file lock). Every file is written atomically (a temporary file in
 then ``os.replace``), and ``metrics.json`` is written last, so a killed process never leaves a run
 that looks complete.
 
+A field added to a spec class after runs were stored is declared with :func:`added_field`: at its
+default it is left out of the canonical JSON, so the stored runs keep their ids.
+
 On-disk layout (``<root>`` is ``RunStore(root)``, default ``$PTMDD_RUNS`` or ``./runs/store``)::
 
     <root>/
@@ -67,6 +70,14 @@ os.umask(_UMASK)
 # whose integer values are encoded as floats, so that ``lr=1`` and ``lr=1.0`` give one run id.
 _FLOAT_ANNOTATIONS = {"float", "float | None", "Optional[float]"}
 _FLOAT_TUPLE_ANNOTATIONS = {"tuple[float, ...]", "Tuple[float, ...]"}
+# Field metadata key of :func:`added_field`.
+OMIT_AT_DEFAULT = "omit_at_default"
+
+
+def added_field(default: object) -> Any:
+    """A spec field added after runs were stored: while it holds ``default`` it is left out of the
+    spec's JSON, so the runs stored before it existed keep their ids."""
+    return dataclasses.field(default=default, metadata={OMIT_AT_DEFAULT: True})
 
 
 class RunError(Exception):
@@ -104,6 +115,8 @@ def _encode(value: object, where: str, annotation: str | None = None) -> object:
         for item in dataclasses.fields(value):
             if item.name == KIND_KEY:
                 raise TypeError(f"{where}: a field may not be called {KIND_KEY!r}")
+            if item.metadata.get(OMIT_AT_DEFAULT) and getattr(value, item.name) == item.default:
+                continue
             encoded[item.name] = _encode(
                 getattr(value, item.name), f"{where}.{item.name}", _annotation_name(item.type)
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -12,6 +13,46 @@ from torch import nn
 from .seeding import derive_seed
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+# Arithmetic of the networks' forward passes: "fp32" throughout, or "bf16": convolutions and
+# matmuls in bfloat16 under torch.autocast, while parameters, gradients, optimizer state and the
+# loss stay float32 (mixed precision; opt-in, see benchmarks/README.md for speed and accuracy).
+PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16}
+
+
+def check_precision(precision: str) -> None:
+    """Raise ``ValueError`` unless ``precision`` is one of :data:`PRECISIONS`."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+
+
+def autocast(device: torch.device | str, precision: str) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` on ``device`` in ``precision``'s dtype; no change for "fp32"."""
+    check_precision(precision)
+    dtype = PRECISIONS[precision]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=dtype)
+
+
+class Autocast(nn.Module):
+    """``module`` with its forward pass run under :func:`autocast`; returns float32 outputs."""
+
+    def __init__(self, module: nn.Module, precision: str) -> None:
+        super().__init__()
+        check_precision(precision)
+        self.module, self.precision = module, precision
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with autocast(x.device, self.precision):
+            return self.module(x).float()
+
+
+def with_precision(model: nn.Module, precision: str) -> nn.Module:
+    """``model`` itself for "fp32", else ``model`` wrapped in :class:`Autocast`."""
+    check_precision(precision)
+    return model if PRECISIONS[precision] is None else Autocast(model, precision)
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -37,3 +38,14 @@ def test_bad_input_is_one_line_without_traceback(tmp_path):
     assert "unknown dataset 'NoSuchSet'" in result.stderr
     assert "Traceback" not in result.stderr
     assert not any(tmp_path.iterdir())
+
+
+def test_evaluate_in_bf16_is_its_own_stored_run(tmp_path, capsys):
+    args = ["evaluate", "--random-real", "Digits", "2", "--eval-nets", "1", "--eval-epochs", "3",
+            "--store", str(tmp_path), "--quiet", "--device", "cpu"]
+    assert main(args) == 0
+    assert main([*args, "--eval-precision", "bf16"]) == 0
+    out = capsys.readouterr().out
+    assert "augment none): " in out and "augment none, bf16): " in out
+    specs = [json.loads(p.read_text()) for p in tmp_path.glob("evaluation-*/spec.json")]
+    assert sorted(s["protocol"].get("precision", "fp32") for s in specs) == ["bf16", "fp32"]

@@ -16,6 +16,7 @@ from ptmdd_helpers.store import (
     RunContext,
     RunError,
     RunStore,
+    added_field,
     atomic_torch_save,
     atomic_write_text,
     canonical_json,
@@ -332,3 +333,21 @@ def test_atomic_writes_leave_the_old_file_on_failure(tmp_path):
     atomic_write_text(tmp_path / "note.txt", "héllo")
     assert (tmp_path / "note.txt").read_text(encoding="utf-8") == "héllo"
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["note.txt", "state.pt", "sub"]
+
+
+@dataclass(frozen=True)
+class ToySpecLater:
+    """``ToySpec``'s name and fields, after a field was added with ``added_field``."""
+
+    dataset: str
+    lr: float = 0.1
+    precision: str = added_field("fp32")
+
+
+def test_an_added_field_is_left_out_of_the_json_and_the_id_at_its_default():
+    assert canonical_json(ToySpecLater("digits")) == \
+        '{"__kind__":"ToySpecLater","dataset":"digits","lr":0.1}'
+    bf16 = ToySpecLater("digits", precision="bf16")
+    assert canonical_json(bf16) == \
+        '{"__kind__":"ToySpecLater","dataset":"digits","lr":0.1,"precision":"bf16"}'
+    assert spec_id(ToySpecLater("digits")) != spec_id(bf16)
