@@ -25,8 +25,9 @@ scaled to 10000 test images, per-epoch cost to 300 epochs; the loop with 4 netwo
 20). ``--looped`` runs the distillation rows with the per-class reference path instead of the
 batched one. The evaluation row trains its networks as ``evaluate_images`` does by default (a vmap
 ensemble on CUDA, one after another on a CPU). ``--compare`` runs both paths of every row (batched
-and looped, ensemble and loop). Results are printed as a table and, with ``--json PATH``, written
-as JSON.
+and looped, ensemble and loop). ``--precision bf16`` trains and tests the evaluation row's networks
+in mixed precision (``EvalProtocol.precision``). Results are printed as a table and, with ``--json
+PATH``, written as JSON.
 
 Usage: ``python benchmarks/bench.py --quick --json bench.json [--only dc1,dm10] [--compare]``
 """
@@ -255,7 +256,7 @@ def distill_row(name: str, method: str, ipc: int, data: LoadedDataset, device: t
                 conv, conv_bf16)
 
 
-def eval_row(device: torch.device, quick: bool, ensemble: bool) -> dict:
+def eval_row(device: torch.device, quick: bool, ensemble: bool, precision: str = "fp32") -> dict:
     """20 ConvNets trained on an IPC-10 set for 300 epochs and tested on 10000 images.
 
     Times ``evaluate_images`` at E1 and E2 epochs after an untimed warm-up and extrapolates
@@ -273,8 +274,8 @@ def eval_row(device: torch.device, quick: bool, ensemble: bool) -> dict:
 
     def run(n_nets, epochs):
         evaluate_images(images, labels, data, ["ConvNet"], n_nets,
-                        protocol_for("DC", epochs=epochs), ("bench",), device=device,
-                        progress=False, ensemble=ensemble)
+                        protocol_for("DC", epochs=epochs, precision=precision), ("bench",),
+                        device=device, progress=False, ensemble=ensemble)
 
     at1, at2 = counted(lambda: run(1, e1), device), counted(lambda: run(1, e2), device)  # per net
     run(nets, 1)  # warm-up at the timed size
@@ -293,8 +294,9 @@ def eval_row(device: torch.device, quick: bool, ensemble: bool) -> dict:
     n_images = EVAL_NETS * (EVAL_EPOCHS * len(labels) + TEST_IMAGES)
     note = (f"{nets} networks timed at {e1} and {e2} epochs ({w1:.1f} s, {w2:.1f} s), "
             f"{test_images} test images scaled to {TEST_IMAGES}; {wall / EVAL_NETS:.1f} s per network")
-    return _row("eval 20 ConvNets, IPC 10, 300 epochs", "ensemble" if ensemble else "loop", wall,
-                cpu, flops, n_images, note, conv, conv_bf16)
+    path = ("ensemble" if ensemble else "loop") + ("" if precision == "fp32" else f", {precision}")
+    return _row("eval 20 ConvNets, IPC 10, 300 epochs", path, wall, cpu, flops, n_images, note,
+                conv, conv_bf16)
 
 
 # --------------------------------------------------------------------------- main
@@ -327,6 +329,8 @@ def main(argv: list[str] | None = None) -> dict:
     paths.add_argument("--looped", action="store_true", help="per-class reference path only")
     paths.add_argument("--compare", action="store_true",
                        help="both paths: batched and per-class, ensemble and loop")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="the evaluation row's precision (EvalProtocol.precision)")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--repeats", type=int, help="timed runs per row, best kept (default 1, 2 full)")
     parser.add_argument("--pass-mb", type=float,
@@ -366,7 +370,7 @@ def main(argv: list[str] | None = None) -> dict:
                       f"GFLOP/s {row['note']}", flush=True)
         elif key == "eval20":
             for ensemble in ensembles:
-                row = eval_row(device, args.quick, ensemble)
+                row = eval_row(device, args.quick, ensemble, args.precision)
                 rows.append(row)
                 print(f"{row['row']} [{row['path']}]: {row['seconds']:.1f} s {row['note']}",
                       flush=True)
