@@ -33,7 +33,8 @@ LOG_EVERY = 10
 
 
 class DistillationDiverged(RuntimeError):
-    """The loss became NaN or infinite; ``images`` holds the last good synthetic set."""
+    """The loss or the images became NaN or infinite; ``images`` holds the last good synthetic set:
+    the one verified at the previous check (at most ``LOG_EVERY`` iterations before the bad one)."""
 
     def __init__(self, message: str, images: torch.Tensor, labels: torch.Tensor) -> None:
         super().__init__(message)
