@@ -30,14 +30,15 @@ from ptmdd_helpers.data import load_dataset  # noqa: E402
 from ptmdd_helpers.evaluate import evaluate_images, protocol_for, random_real_subset  # noqa: E402
 from ptmdd_helpers.malloc import tune_malloc  # noqa: E402
 from ptmdd_helpers.seeding import make_generator  # noqa: E402
+from ptmdd_helpers.store import RunStore  # noqa: E402
 from ptmdd_helpers.training import PRECISIONS  # noqa: E402
 
 
-def stored_set(store: Path, run_id: str) -> tuple[dict, torch.Tensor, torch.Tensor]:
-    """The spec, images and labels of a distillation run in ``store``."""
-    spec = json.loads((store / run_id / "spec.json").read_text())
-    tensors = torch.load(store / run_id / "tensors.pt", weights_only=True)
-    return spec, tensors["images"], tensors["labels"]
+def stored_set(store: RunStore, run_id: str) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """The spec, images and labels of a complete distillation run in ``store``."""
+    run = store.load(run_id)
+    tensors = run.tensors()
+    return run.spec, tensors["images"], tensors["labels"]
 
 
 def compare(name: str, method: str, images, labels, data, args) -> dict:
@@ -83,8 +84,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
             datasets[name] = load_dataset(name, root=args.data_root)
         return datasets[name]
 
+    store = RunStore(args.store)
     for run_id in args.runs:
-        spec, images, labels = stored_set(args.store, run_id)
+        spec, images, labels = stored_set(store, run_id)
         results.append(compare(f"{run_id} ({spec['method']} IPC {spec['ipc']} seed "
                                f"{spec['seed']})", spec["method"], images, labels,
                                dataset(spec["dataset"]), args))
