@@ -60,6 +60,7 @@ from ptmdd_helpers.guidance import Guidance, GuidanceSpec  # noqa: E402
 from ptmdd_helpers.pools import MemberSpec, write_initial_checkpoint  # noqa: E402
 from ptmdd_helpers.seeding import make_generator  # noqa: E402
 from ptmdd_helpers.store import git_commit  # noqa: E402
+from ptmdd_helpers.training import PRECISIONS  # noqa: E402
 
 ROWS = ("peak", "dc1", "dc10", "dsa10", "dm10", "dm10clom", "eval20")
 CLASSES, BATCH_REAL, EVAL_NETS, EVAL_EPOCHS, TEST_IMAGES = 10, 256, 20, 300, 10000
@@ -329,7 +330,7 @@ def main(argv: list[str] | None = None) -> dict:
     paths.add_argument("--looped", action="store_true", help="per-class reference path only")
     paths.add_argument("--compare", action="store_true",
                        help="both paths: batched and per-class, ensemble and loop")
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+    parser.add_argument("--precision", choices=tuple(PRECISIONS), default="fp32",
                         help="the evaluation row's precision (EvalProtocol.precision)")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--repeats", type=int, help="timed runs per row, best kept (default 1, 2 full)")
