@@ -1,5 +1,5 @@
-"""Shared fixtures: the offline copy of MNIST/FashionMNIST beside the repo, isolated caches, a
-counter of the host's reads of tensor values."""
+"""Shared fixtures: the offline copy of MNIST/FashionMNIST beside the repo, isolated caches, the
+Digits dataset, and a counter of the host's reads of tensor values."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
+from ptmdd_helpers.data import LoadedDataset, load_dataset
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("PTMDD_SHARED_DATA", REPO.parent / "shared" / "data"))
 
@@ -21,6 +23,12 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "FashionMNIST" / "raw").is_dir():
         pytest.skip(f"offline FashionMNIST not found at {SHARED_DATA} (set PTMDD_SHARED_DATA)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def digits() -> LoadedDataset:
+    """The offline Digits dataset (scikit-learn's), shared by the tests that train on it."""
+    return load_dataset("Digits")
 
 
 @pytest.fixture(autouse=True)

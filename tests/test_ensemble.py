@@ -23,7 +23,6 @@ from torch import nn
 
 import ptmdd_helpers.evaluate as ev
 from ptmdd_helpers import models
-from ptmdd_helpers.data import LoadedDataset, load_dataset
 from ptmdd_helpers.ensemble import Ensemble, ensemble_support
 from ptmdd_helpers.evaluate import (
     _augmenter,
@@ -42,12 +41,6 @@ from ptmdd_helpers.training import accuracy, make_optimizer, train_epoch
 N_NETS = 3
 ATOL_FLOAT64 = 1e-12
 ATOL_FLOAT32 = 1e-5
-
-
-@pytest.fixture(scope="module")
-def digits() -> LoadedDataset:
-    """The offline Digits dataset."""
-    return load_dataset("Digits")
 
 
 @pytest.fixture(scope="module")

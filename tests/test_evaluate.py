@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import ptmdd_helpers.evaluate as ev
-from ptmdd_helpers.data import LoadedDataset, load_dataset
+from ptmdd_helpers.data import LoadedDataset
 from ptmdd_helpers.evaluate import (
     EvalProtocol,
     evaluate_images,
@@ -25,12 +25,6 @@ from ptmdd_helpers.store import canonical_json, spec_id
 from ptmdd_helpers.training import accuracy, inference_batch_size, train_epoch, with_precision
 
 ARCH = "ConvNetW32"
-
-
-@pytest.fixture(scope="module")
-def digits() -> LoadedDataset:
-    """The offline Digits dataset."""
-    return load_dataset("Digits")
 
 
 @pytest.fixture(scope="module")
