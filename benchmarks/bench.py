@@ -234,7 +234,7 @@ def distill_row(name: str, method: str, ipc: int, data: LoadedDataset, device: t
 
     def measure(spec_used):  # wall, CPU s, FLOPs, convolutions alone (own precision, bf16)
         def run():
-            distill(spec_used, data, run_key="bench", guidance=guidance, device=device,
+            distill(spec_used, data, guidance=guidance, device=device,
                     progress=False, batched=batched)
         counts = counted(run, device)
         return (*timed(run, device, repeats), *counts)

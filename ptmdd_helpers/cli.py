@@ -6,6 +6,8 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+from .spread import plus_minus
+
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], Callable]]] = {}
 
 
@@ -140,9 +142,10 @@ def _evaluate_and_print(subject, args: argparse.Namespace, workspace) -> None:
         summary = run.metrics["summary"]
         seconds = sum(row["seconds"] for row in run.metrics["rows"])
         precision = "" if protocol.precision == "fp32" else f", {protocol.precision}"
-        print(f"evaluation {run.id}: {arch} ×{summary['n']} ({protocol.epochs} epochs, "
-              f"augment {protocol.augment}{precision}): {100 * summary['mean']:.2f} ± "
-              f"{100 * summary['std']:.2f} %  [{seconds:.1f} s training]")
+        print(f"evaluation {run.id}: {arch} ({protocol.epochs} epochs, augment "
+              f"{protocol.augment}{precision}): "
+              f"{plus_minus(summary['mean'], summary['std'], summary['n'])} % over networks "
+              f"(sample SD)  [{seconds:.1f} s training]")
 
 
 def add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
@@ -202,22 +205,25 @@ def _distill(parser: argparse.ArgumentParser):
 
         from .distill import make_spec
         from .guidance import DEFAULT_CCLOM_REAL_BATCH, GuidanceSpec, parse_alphas, validate_guidance
-        from .pools import final_epoch
+        from .pools import final_epoch, stored_identity
         from .runs import distill_run
 
         guidance = None
         if args.clom or args.cclom:
             source = args.source or args.dataset
+            epoch = args.pool_epoch
+            if epoch is None:
+                epoch = final_epoch(source, tuple(args.pool), args.pool_size, args.pool_root)
             guidance = GuidanceSpec(
                 kind="clom" if args.clom else "cclom", source=source, archs=tuple(args.pool),
-                n_models=args.pool_size, epoch=args.pool_epoch or 1,
+                n_models=args.pool_size, epoch=epoch,
                 alphas=parse_alphas(args.alphas),
                 real_batch=args.cclom_batch or DEFAULT_CCLOM_REAL_BATCH, ptm_only=args.ptm_only,
             )
             validate_guidance(guidance, args.dataset)
-            if args.pool_epoch is None:
-                last = final_epoch(source, guidance.archs, args.pool_size, args.pool_root)
-                guidance = replace(guidance, epoch=last)
+            # the run id names the pool: the identity of the recipe its members were trained with
+            guidance = replace(guidance, pool_recipe=stored_identity(
+                source, guidance.archs, args.pool_size, epoch, args.pool_root))
         elif args.ptm_only:
             raise ValueError("--ptm-only needs --clom or --cclom")
         spec = make_spec(
@@ -293,7 +299,7 @@ def _runs(parser: argparse.ArgumentParser):
             return 0
         for found in store.runs(args.kind):
             summary = found.metrics.get("summary")
-            extra = (f"{100 * summary['mean']:.2f} ± {100 * summary['std']:.2f} %"
+            extra = (f"{plus_minus(summary['mean'], summary.get('std'), summary['n'])} %"
                      if summary else f"loss {found.metrics.get('final_loss')}")
             print(f"{found.id}  {extra}")
         return 0

@@ -117,8 +117,10 @@ class Ensemble:
         batch_size: int,
         generators: Sequence[torch.Generator],
         augment: Augment | None = None,
+        augment_generators: Sequence[torch.Generator] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One epoch for every network, network i as ``train_epoch`` with ``generators[i]``.
+        """One epoch for every network, network i as ``train_epoch`` with ``generators[i]`` (and
+        ``augment_generators[i]``, default ``generators[i]``, for its augmentation).
 
         Returns the per-network mean loss and training accuracy of the epoch, two tensors of
         ``size`` values on the device (not read here, as in ``train_epoch``).
@@ -138,7 +140,8 @@ class Ensemble:
             x = images[batch].to(device, non_blocking=True)  # (N, B, C, H, W)
             y = labels[batch].to(device, non_blocking=True)  # (N, B)
             if augment is not None:
-                x = torch.stack([augment(x[i], g) for i, g in enumerate(generators)])
+                draws = generators if augment_generators is None else augment_generators
+                x = torch.stack([augment(x[i], g) for i, g in enumerate(draws)])
             logits = self.forward(x, train=True)  # (N, B, classes)
             per_net = F.cross_entropy(
                 logits.flatten(0, 1), y.flatten(), reduction="none"

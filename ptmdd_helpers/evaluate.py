@@ -9,9 +9,10 @@ The protocol of the DC/DSA/DM reference code (``evaluate_synset``), with its def
 * exactly ``epochs`` epochs are run (the reference ran ``epochs + 1``), and the step decay is a
   ``MultiStepLR`` on one SGD optimizer (the reference rebuilt the optimizer, dropping momentum);
 * every network has its own seed, derived with :func:`~ptmdd_helpers.seeding.derive_seed` from the
-  caller's seed parts, the network index and the architecture: initialization (through
-  :func:`~ptmdd_helpers.training.seeded_model`), mini-batch order and augmentation draws (one
-  explicit generator); the global RNG is neither read nor changed.
+  caller's seed parts (in the store :func:`evaluation_seed_parts`: dataset and seed, not the set
+  being evaluated), the network index and the architecture: initialization (through
+  :func:`~ptmdd_helpers.training.seeded_model`), mini-batch order and augmentation draws (two
+  explicit generators); the global RNG is neither read nor changed.
 
 Defaults (:func:`protocol_for`): DC trains 300 epochs without augmentation; DSA and DM train 1000
 epochs with per-sample DSA augmentation (``color_crop_cutout_flip_scale_rotate``, flip dropped for
@@ -41,7 +42,6 @@ repeated runs differ slightly.
 from __future__ import annotations
 
 import functools
-import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -55,6 +55,7 @@ from .data import LoadedDataset
 from .ensemble import Ensemble, ensemble_support
 from .models import create_model, list_models
 from .seeding import make_generator
+from .spread import mean_sd
 from .store import added_field
 from .training import (
     TrainRecipe,
@@ -186,14 +187,26 @@ def _check_archs(archs: Sequence[str]) -> None:
 
 def _network(
     data: LoadedDataset, arch: str, seed_parts: tuple, device: torch.device
-) -> tuple[torch.nn.Module, torch.Generator]:
-    """The freshly initialized network seeded by ``seed_parts`` and its training generator."""
+) -> tuple[torch.nn.Module, torch.Generator, torch.Generator]:
+    """The freshly initialized network seeded by ``seed_parts``, its data-order generator and its
+    augmentation generator (three streams of their own)."""
     info = data.info
     model = seeded_model(
         lambda: create_model(arch, info.channels, info.num_classes, info.image_size),
         *seed_parts, "evaluate-init", arch,
     ).to(device)
-    return model, make_generator(*seed_parts, "evaluate-train", arch)
+    return (model, make_generator(*seed_parts, "evaluate-order", arch),
+            make_generator(*seed_parts, "evaluate-augment", arch))
+
+
+def evaluation_seed_parts(dataset: str, seed: int) -> tuple:
+    """The replicate key of the evaluation networks of a training set of ``dataset`` at ``seed``.
+
+    It holds neither the set nor its method or guidance: the networks of two sets compared at one
+    seed start from the same weights and see the same data order and augmentation (common random
+    numbers); :func:`network_seed_parts` adds the network index, :func:`_network` the architecture.
+    """
+    return ("evaluate", dataset, int(seed))
 
 
 @functools.cache
@@ -234,14 +247,14 @@ def _train_and_test(
     """Train one network on tensors already on ``device``; see :func:`train_and_test`."""
     start = time.perf_counter()
     recipe = protocol.recipe()
-    network, generator = _network(data, arch, seed_parts, device)
+    network, order, augment_draws = _network(data, arch, seed_parts, device)
     optimizer, scheduler = make_optimizer(network, recipe)
     model = with_precision(network, protocol.precision)
     augment = _augmenter(protocol, data)
     train_accuracy = float("nan")
     for _ in range(recipe.epochs):
         _, train_accuracy = train_epoch(
-            model, optimizer, images, labels, recipe.batch_size, generator, augment
+            model, optimizer, images, labels, recipe.batch_size, order, augment, augment_draws
         )
         scheduler.step()
     test_accuracy = accuracy(model, test_images, test_labels)
@@ -273,8 +286,9 @@ def _train_and_test_ensemble(
     start = time.perf_counter()
     recipe = protocol.recipe()
     networks = [_network(data, arch, parts, device) for parts in seed_parts]
-    generators = [generator for _, generator in networks]
-    ensemble = Ensemble([model for model, _ in networks], precision=protocol.precision)
+    orders = [order for _, order, _ in networks]
+    augment_draws = [draws for _, _, draws in networks]
+    ensemble = Ensemble([model for model, _, _ in networks], precision=protocol.precision)
     del networks  # the ensemble holds stacked copies; free the separate ones
     optimizer, scheduler = make_optimizer(ensemble.parameters(), recipe)
     augment = _augmenter(protocol, data)
@@ -283,7 +297,7 @@ def _train_and_test_ensemble(
                desc=f"evaluate {data.info.name} {arch} x{len(ensemble)}")
     for epoch in bar:
         _, train_accuracy = ensemble.train_epoch(
-            optimizer, images, labels, recipe.batch_size, generators, augment
+            optimizer, images, labels, recipe.batch_size, orders, augment, augment_draws
         )
         scheduler.step()
         if progress and (epoch + 1) % LOG_EVERY_EPOCHS == 0:  # a read: the host waits here
@@ -471,13 +485,16 @@ def random_real_subset(
 
 
 def summarize(rows: list[dict]) -> dict[str, dict]:
-    """Per arch: mean and POPULATION std (ddof=0, ``np.std`` as in the DC papers) of accuracy, n."""
+    """Per arch: mean, sample SD over the networks (ddof 1, ``None`` for one network) and n.
+
+    The networks of one run share one training set, so this is the spread over networks; the
+    study's "±" is over distillation seeds (:mod:`~ptmdd_helpers.spread`, the same helper).
+    """
     by_arch: dict[str, list[float]] = {}
     for row in rows:
         by_arch.setdefault(row["arch"], []).append(float(row["accuracy"]))
     summary = {}
     for arch, values in by_arch.items():
-        mean = math.fsum(values) / len(values)
-        std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / len(values))
-        summary[arch] = {"mean": mean, "std": std, "n": len(values)}
+        mean, sd, n = mean_sd(values)
+        summary[arch] = {"mean": mean, "std": sd, "n": n}
     return summary

@@ -21,7 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import LoadedDataset, get_info
-from .pools import load_pool
+from .pools import PAPER_POOL_RECIPE, UNTRAINED, load_pool, recipe_identity
+
+PAPER_POOL_IDENTITY = recipe_identity(PAPER_POOL_RECIPE)
 
 DEFAULT_CCLOM_REAL_BATCH = 8196
 KINDS = ("clom", "cclom")
@@ -39,6 +41,13 @@ class GuidanceSpec:
     alphas: tuple[float, ...] = (100.0,)
     real_batch: int = DEFAULT_CCLOM_REAL_BATCH  # CCLoM only
     ptm_only: bool = False  # drop the DD loss: optimize α · L_PTM alone
+    # which pool: the identity of the recipe its members were trained with (pools.pool_identity;
+    # "untrained" at epoch 0); loading checks every member against it
+    pool_recipe: str = PAPER_POOL_IDENTITY
+
+    def __post_init__(self) -> None:
+        if self.epoch == 0:  # the untrained initializations: no recipe made them
+            object.__setattr__(self, "pool_recipe", UNTRAINED)
 
     def alpha_of(self, arch: str) -> float:
         """Return α for ``arch`` (the single α, or the one at the architecture's position)."""
@@ -58,6 +67,11 @@ def validate_guidance(spec: GuidanceSpec, target: str) -> None:
         )
     if spec.n_models < 1:
         raise ValueError("the guidance pool needs at least one model per architecture")
+    if spec.epoch != 0 and spec.pool_recipe == UNTRAINED:
+        raise ValueError(
+            f"pool_recipe {UNTRAINED!r} names the untrained pool (epoch 0), but PTM epoch "
+            f"{spec.epoch} was asked for: give the identity of its recipe (pools.pool_identity)"
+        )
     source, target_info = get_info(spec.source), get_info(target)
     if spec.kind == "clom" and (
         source.num_classes != target_info.num_classes or
@@ -92,7 +106,8 @@ class Guidance:
         self.data = data
         self.device = torch.device(device)
         self.pool: dict[str, list[nn.Module]] = load_pool(
-            spec.source, spec.archs, spec.n_models, spec.epoch, self.device, root=pool_root
+            spec.source, spec.archs, spec.n_models, spec.epoch, self.device, root=pool_root,
+            identity=spec.pool_recipe,
         )
         self.real_batch = min(spec.real_batch, len(data.train_labels))
 

@@ -20,6 +20,7 @@ fixes its initialization and its data order.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -116,6 +117,75 @@ def _recipe_key(spec: MemberSpec) -> dict:
         "channels": info.channels, "image_size": list(info.image_size),
         "num_classes": info.num_classes,
     }
+
+
+UNTRAINED = "untrained"  # the pool identity of epoch-0 members: no recipe made them
+
+
+def recipe_identity(recipe: TrainRecipe | dict) -> str:
+    """The identity of a pool: a 16-hex hash of its training recipe's values (all but the epoch
+    count, which only says how far a member got), from a recipe or from ``recipe.json``'s
+    ``"recipe"`` entry. Guidance specs carry it, so a pool trained otherwise gets other run ids."""
+    if isinstance(recipe, TrainRecipe):
+        values = asdict(recipe)
+        values.pop("epochs")
+        values["milestones"] = list(values["milestones"])
+    else:
+        values = dict(recipe)
+    text = json.dumps(values, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def pool_identity(recipe: TrainRecipe, epoch: int) -> str:
+    """What a guidance spec records for a pool at ``epoch``: its recipe's identity, or
+    :data:`UNTRAINED` for epoch 0 (the initialization, which no recipe changes)."""
+    return UNTRAINED if int(epoch) == 0 else recipe_identity(recipe)
+
+
+def stored_identity(
+    source: str, archs: Sequence[str], n_models: int, epoch: int, root: str | Path | None = None
+) -> str:
+    """The identity of the pool on disk (members 0 … n−1 of each architecture); raises
+    :class:`MissingPoolError` with the command that makes a missing member, or
+    :class:`PoolError` if the members were trained with different recipes."""
+    if int(epoch) == 0:
+        return UNTRAINED
+    base = resolve_pool_root(root)
+    found: dict[str, str] = {}
+    for arch in archs:
+        for seed in range(n_models):
+            log = _read_log(MemberSpec(source, arch, seed).directory(base))
+            if log is None:
+                raise MissingPoolError(
+                    f"pool {source} has no member {arch}/seed{seed} under {base}; create it "
+                    f"with: {pretrain_command(source, archs, n_models, max(epoch, 1), root)}"
+                )
+            found[f"{arch}/seed{seed}"] = recipe_identity(log.recipe["recipe"])
+    if len(set(found.values())) > 1:
+        raise PoolError(
+            f"the members of pool {source} under {base} were trained with different recipes "
+            f"({', '.join(f'{m}: {i}' for m, i in found.items())}); retrain them with one "
+            f"recipe or use another --pool-root"
+        )
+    return next(iter(found.values()))
+
+
+def check_identity(
+    source: str, archs: Sequence[str], n_models: int, epoch: int, identity: str,
+    root: str | Path | None = None,
+) -> None:
+    """Raise :class:`PoolError` unless every member on disk was trained with the recipe whose
+    identity is ``identity`` (epoch 0, the untrained pool, needs none)."""
+    if int(epoch) == 0:
+        return
+    stored = stored_identity(source, archs, n_models, epoch, root)
+    if stored != identity:
+        raise PoolError(
+            f"the pool {source} ({', '.join(archs)}) under {resolve_pool_root(root)} was trained "
+            f"with recipe {stored}, but this run asks for pool recipe {identity}: refusing to "
+            f"mix them (a result guided by one pool must not be served or resumed for another). "
+            f"Point --pool-root at the pool trained with that recipe, or retrain it"
+        )
 
 
 def build_member_model(arch: str, source: str, seed: int) -> nn.Module:
@@ -306,6 +376,8 @@ def load_member(
     """Load one frozen pool member (eval mode, no gradients) at ``epoch``."""
     directory = MemberSpec(source, arch, seed).directory(resolve_pool_root(root))
     path = directory / f"epoch_{epoch}.pt"
+    if epoch == 0 and not path.is_file():  # the untrained network: made on demand
+        write_initial_checkpoint(MemberSpec(source, arch, seed), root)
     if not path.is_file():
         raise MissingPoolError(
             f"no checkpoint {path}; create it with: "
@@ -333,12 +405,18 @@ def load_pool(
     device: str = "cpu",
     *,
     root: str | Path | None = None,
+    identity: str | None = None,
 ) -> dict[str, list[nn.Module]]:
-    """Return frozen members 0 … n−1 of each architecture at ``epoch``, in eval mode on ``device``."""
+    """Return frozen members 0 … n−1 of each architecture at ``epoch``, in eval mode on ``device``.
+
+    Epoch 0 (the untrained initializations) is written on demand. ``identity`` (a
+    :func:`pool_identity`), when given, must be that of every member's recipe (:func:`check_identity`).
+    """
     base = resolve_pool_root(root)
     missing = [
         (arch, seed) for arch in archs for seed in range(n_models)
-        if not (MemberSpec(source, arch, seed).directory(base) / f"epoch_{epoch}.pt").is_file()
+        if epoch != 0 and
+        not (MemberSpec(source, arch, seed).directory(base) / f"epoch_{epoch}.pt").is_file()
     ]
     if missing:
         listed = ", ".join(f"{a}/seed{s}" for a, s in missing)
@@ -346,6 +424,8 @@ def load_pool(
             f"pool {source} is missing epoch {epoch} of {listed} under {base}; create it with: "
             f"{pretrain_command(source, archs, n_models, epoch, root)}"
         )
+    if identity is not None:
+        check_identity(source, archs, n_models, epoch, identity, root)
     return {
         arch: [
             load_member(source, arch, seed, epoch, root=root, device=device)

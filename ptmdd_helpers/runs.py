@@ -5,6 +5,11 @@ subset of the same size (:class:`RealSubsetSpec`) or the whole training set
 (:class:`WholeDatasetSpec`). An :class:`EvaluationSpec` trains ``n_nets`` fresh networks of one
 architecture on the subject; since it is stored like every run, the whole-dataset reference is
 computed once per dataset, architecture and protocol.
+
+Random streams follow the replicate, not the run id: a distillation's from its replicate key
+(:attr:`DistillSpec.replicate_key`), a random real subset's from the initial-set stream of its seed
+(it *is* the ``init="real"`` starting set of that seed), and the evaluation networks' from
+(dataset, seed, network index, architecture) (:func:`~.evaluate.evaluation_seed_parts`).
 """
 
 from __future__ import annotations
@@ -15,12 +20,17 @@ from pathlib import Path
 import torch
 
 from .data import LoadedDataset, load_dataset
-from .distill import DistillationDiverged, DistillSpec, distill
-from .evaluate import EvalProtocol, evaluate_images, random_real_subset, summarize
+from .distill import DistillationDiverged, DistillSpec, distill, real_subset_generator
+from .evaluate import (
+    EvalProtocol,
+    evaluate_images,
+    evaluation_seed_parts,
+    random_real_subset,
+    summarize,
+)
 from .guidance import Guidance, GuidanceSpec
 from .models import list_models
-from .seeding import make_generator
-from .store import Run, RunContext, RunError, RunStore, spec_id
+from .store import Run, RunContext, RunError, RunStore
 from .training import resolve_device
 
 
@@ -105,12 +115,11 @@ def distill_run(spec: DistillSpec, workspace: Workspace) -> Run:
         Guidance(spec.guidance, data, device=device, pool_root=workspace.pool_root)
         if spec.guidance is not None else None
     )
-    run_key = spec_id(spec)
 
     def compute(ctx: RunContext) -> dict:
         try:
             result = distill(
-                spec, data, run_key=run_key, guidance=guidance, device=device,
+                spec, data, guidance=guidance, device=device,
                 save_checkpoint=ctx.save_checkpoint, load_checkpoint=ctx.load_checkpoint,
                 checkpoint_every=workspace.checkpoint_every, progress=workspace.progress,
             )
@@ -142,8 +151,15 @@ def training_set(subject: Subject, workspace: Workspace) -> tuple[torch.Tensor, 
         return tensors["images"], tensors["labels"]
     data = workspace.dataset(subject.dataset)
     if isinstance(subject, RealSubsetSpec):
-        return random_real_subset(data, subject.ipc, make_generator(spec_id(subject)))
+        return random_real_subset(
+            data, subject.ipc, real_subset_generator(subject.dataset, subject.ipc, subject.seed)
+        )
     return data.train_images, data.train_labels
+
+
+def subject_seed(subject: Subject) -> int:
+    """The replicate (seed) of a training set; the whole training set is replicate 0."""
+    return int(getattr(subject, "seed", 0))
 
 
 def evaluation_run(spec: EvaluationSpec, workspace: Workspace) -> Run:
@@ -161,7 +177,8 @@ def evaluation_run(spec: EvaluationSpec, workspace: Workspace) -> Run:
 
     def compute(ctx: RunContext) -> dict:
         rows = evaluate_images(
-            images, labels, data, [spec.arch], spec.n_nets, spec.protocol, (spec_id(spec),),
+            images, labels, data, [spec.arch], spec.n_nets, spec.protocol,
+            evaluation_seed_parts(spec.subject.dataset, subject_seed(spec.subject)),
             device=str(device), progress=workspace.progress,
         )
         ctx.add_timing("evaluate_seconds", sum(row["seconds"] for row in rows))

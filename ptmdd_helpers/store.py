@@ -309,7 +309,7 @@ def git_commit() -> str | None:
 
 
 def provenance(device: str) -> dict[str, object]:
-    """Where and with what a run was computed (versions, commit, device, host, UTC time)."""
+    """Where and with what a run was computed (versions, commit, device, threads, host, UTC time)."""
     from . import __version__
 
     return {
@@ -318,6 +318,7 @@ def provenance(device: str) -> dict[str, object]:
         "torch_version": torch.__version__,
         "python_version": platform.python_version(),
         "device": str(device),
+        "threads": torch.get_num_threads(),  # CPU results are bitwise reproducible at one count
         "hostname": socket.gethostname(),
         "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

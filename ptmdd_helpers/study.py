@@ -45,6 +45,7 @@ from .pools import (
     MemberSpec,
     TrainRecipe,
     initial_path,
+    pool_identity,
     read_member_log,
     resolve_pool_root,
     write_initial_checkpoint,
@@ -360,7 +361,8 @@ def _guidance(
     batch = int(p.get("cclom_real_batch", DEFAULT_CCLOM_REAL_BATCH))
     return GuidanceSpec(kind, source, tuple(archs), int(n_models), epoch,
                         tuple(float(a) for a in alphas),
-                        batch if kind == "cclom" else DEFAULT_CCLOM_REAL_BATCH, ptm_only)
+                        batch if kind == "cclom" else DEFAULT_CCLOM_REAL_BATCH, ptm_only,
+                        pool_identity(recipe, epoch))
 
 
 def _pool_clom(
@@ -513,6 +515,13 @@ def _grid_domain(p: dict[str, Any]) -> Grid:
                     ("CCLoM (other-domain PTMs)", "cclom", other, pool_epoch, cclom_alpha),
                     ("CCLoM (untrained PTMs)", "cclom", target, 0, cclom_alpha),
                 ]
+                if p.get("conditions"):  # a subset, by name (default: all four)
+                    unknown = sorted(set(p["conditions"]) - {c[0] for c in conditions})
+                    if unknown:
+                        raise StudyError(
+                            f"04_domain: unknown condition(s) {unknown}; valid: "
+                            f"{', '.join(c[0] for c in conditions)}")
+                    conditions = [c for c in conditions if c[0] in p["conditions"]]
                 for seed in p["seeds"]:
                     _evaluate(p, grid, _distill(p, method, ipc, seed, dataset=target), method,
                               condition="baseline", target=target, ptm_source="none")

@@ -116,8 +116,12 @@ def train_epoch(
     batch_size: int,
     generator: torch.Generator,
     augment: Augment | None = None,
+    augment_generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Train one epoch over shuffled mini-batches; return mean loss and training accuracy.
+
+    ``generator`` draws the batch order; ``augment`` draws from ``augment_generator`` (default:
+    ``generator``), so order and augmentation can be streams of their own.
 
     Both are 0-dim tensors on the model's device, not read here: reading one makes the host wait
     for the device, so callers read them only where they log.
@@ -132,7 +136,7 @@ def train_epoch(
         x = images[batch].to(device, non_blocking=True)
         y = labels[batch].to(device, non_blocking=True)
         if augment is not None:
-            x = augment(x, generator)
+            x = augment(x, generator if augment_generator is None else augment_generator)
         logits = model(x)
         loss = F.cross_entropy(logits, y)
         optimizer.zero_grad(set_to_none=True)

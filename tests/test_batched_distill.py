@@ -215,8 +215,8 @@ def test_short_distillation_gives_the_same_images_batched_or_not(dataset, method
     previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)  # the synthetic images and the networks
     try:
-        batched = distill(spec, data, run_key="batched", progress=False)
-        looped = distill(spec, data, run_key="batched", progress=False, batched=False)
+        batched = distill(spec, data, progress=False)
+        looped = distill(spec, data, progress=False, batched=False)
     finally:
         torch.set_default_dtype(previous)
     assert batched["images"].dtype == torch.float64

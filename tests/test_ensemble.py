@@ -79,25 +79,26 @@ def _train_both(digits, images, labels, arch, augment, dtype, epochs=3, ensemble
 
     loop_models, loop_train, loop_test = [], [], []
     for p in parts:
-        model, generator = _network(digits, arch, p, device)
+        model, generator, augment_generator = _network(digits, arch, p, device)
         model.to(dtype)
         optimizer, scheduler = make_optimizer(model, recipe)
         for _ in range(recipe.epochs):
             _, train_acc = train_epoch(model, optimizer, x, y, recipe.batch_size, generator,
-                                       augmenter)
+                                       augmenter, augment_generator)
             scheduler.step()
         loop_models.append(model)
         loop_train.append(float(train_acc))
         loop_test.append(accuracy(model, test_x, digits.test_labels))
 
     networks = [_network(digits, arch, p, device) for p in parts]
-    ens_models = [model.to(dtype) for model, _ in networks]
+    ens_models = [model.to(dtype) for model, _, _ in networks]
     ensemble = Ensemble(ens_models)
     optimizer, scheduler = make_optimizer(ensemble.parameters(), recipe)
     for _ in range(recipe.epochs):
         _, ens_train = ensemble.train_epoch(
-            optimizer, x, y, recipe.batch_size, [g for _, g in networks],
+            optimizer, x, y, recipe.batch_size, [g for _, g, _ in networks],
             augmenter if ensemble_augment is None else ensemble_augment,
+            [a for _, _, a in networks],
         )
         scheduler.step()
     ens_test = ensemble.accuracy(test_x, digits.test_labels)

@@ -241,7 +241,7 @@ def test_random_real_subset_rejects_ipc_beyond_the_smallest_class(digits):
 # --------------------------------------------------------------------------- summaries
 
 
-def test_summarize_uses_population_std_per_arch():
+def test_summarize_uses_the_sample_sd_over_networks_per_arch():
     rows = [
         {"arch": "A", "net": 0, "accuracy": 0.5},
         {"arch": "B", "net": 0, "accuracy": 0.9},
@@ -250,9 +250,9 @@ def test_summarize_uses_population_std_per_arch():
     summary = summarize(rows)
     assert list(summary) == ["A", "B"]
     assert summary["A"]["mean"] == pytest.approx(0.6)
-    assert summary["A"]["std"] == pytest.approx(0.1)  # population (ddof=0); sample would be 0.141
+    assert summary["A"]["std"] == pytest.approx(0.1414214)  # ddof 1 (population would be 0.1)
     assert summary["A"]["n"] == 2
-    assert summary["B"] == {"mean": 0.9, "std": 0.0, "n": 1}
+    assert summary["B"] == {"mean": 0.9, "std": None, "n": 1}  # one network: no SD
     assert summarize([]) == {}
 
 

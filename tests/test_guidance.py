@@ -9,14 +9,18 @@ import torch
 
 from ptmdd_helpers.data import load_dataset
 from ptmdd_helpers.guidance import Guidance, GuidanceSpec, cclom_loss, validate_guidance
-from ptmdd_helpers.pools import TrainRecipe, train_pool
+from ptmdd_helpers.pools import TrainRecipe, recipe_identity, train_pool
 from ptmdd_helpers.seeding import make_generator
+
+
+RECIPE = TrainRecipe(epochs=1)
+POOL = recipe_identity(RECIPE)  # the identity guidance specs name the fixture's pool by
 
 
 @pytest.fixture(scope="module")
 def digits_pool(tmp_path_factory):
     root = tmp_path_factory.mktemp("pools")
-    train_pool("Digits", ["ConvNetW32", "MLP"], 2, TrainRecipe(epochs=1), root=root,
+    train_pool("Digits", ["ConvNetW32", "MLP"], 2, RECIPE, root=root,
                progress=False)
     return root
 
@@ -31,7 +35,7 @@ def _synthetic(requires_grad=True):
 def test_gradients_reach_images_and_ptms_stay_frozen(digits_pool, kind):
     data, images, labels = _synthetic()
     guidance = Guidance(GuidanceSpec(kind, "Digits", ("ConvNetW32", "MLP"), 2, epoch=1,
-                                     alphas=(3.0,), real_batch=100), data, pool_root=digits_pool)
+                                     alphas=(3.0,), real_batch=100, pool_recipe=POOL), data, pool_root=digits_pool)
     before = {arch: [{k: v.clone() for k, v in m.state_dict().items()} for m in members]
               for arch, members in guidance.pool.items()}
     loss = guidance.loss(images, labels, make_generator("use", 0))
@@ -62,7 +66,7 @@ def test_cclom_formula_on_hand_made_features():
 
 def test_draws_follow_the_generator_and_are_uniform(digits_pool):
     data, _, _ = _synthetic()
-    guidance = Guidance(GuidanceSpec("clom", "Digits", ("ConvNetW32", "MLP"), 2, epoch=1),
+    guidance = Guidance(GuidanceSpec("clom", "Digits", ("ConvNetW32", "MLP"), 2, epoch=1, pool_recipe=POOL),
                         data, pool_root=digits_pool)
     ids = {id(m): (arch, i) for arch, ms in guidance.pool.items() for i, m in enumerate(ms)}
 
@@ -79,7 +83,8 @@ def test_draws_follow_the_generator_and_are_uniform(digits_pool):
 
 def test_alpha_per_architecture(digits_pool):
     data, images, labels = _synthetic(requires_grad=False)
-    spec = GuidanceSpec("clom", "Digits", ("ConvNetW32", "MLP"), 1, epoch=1, alphas=(0.0, 1.0))
+    spec = GuidanceSpec("clom", "Digits", ("ConvNetW32", "MLP"), 1, epoch=1, alphas=(0.0, 1.0),
+                        pool_recipe=POOL)
     guidance = Guidance(spec, data, pool_root=digits_pool)
     generator = make_generator("alpha")
     for _ in range(10):
@@ -92,7 +97,7 @@ def test_alpha_per_architecture(digits_pool):
 
 def test_cclom_real_batch_is_capped_at_dataset_size(digits_pool):
     data, _, _ = _synthetic()
-    guidance = Guidance(GuidanceSpec("cclom", "Digits", ("MLP",), 1, epoch=1), data,
+    guidance = Guidance(GuidanceSpec("cclom", "Digits", ("MLP",), 1, epoch=1, pool_recipe=POOL), data,
                         pool_root=digits_pool)
     assert guidance.real_batch == len(data.train_labels) == 1437
 

@@ -9,7 +9,7 @@ import pytest
 from ptmdd_helpers.distill import make_spec
 from ptmdd_helpers.evaluate import protocol_for
 from ptmdd_helpers.guidance import GuidanceSpec
-from ptmdd_helpers.pools import TrainRecipe, train_pool
+from ptmdd_helpers.pools import TrainRecipe, recipe_identity, train_pool
 from ptmdd_helpers.runs import (
     EvaluationSpec,
     RealSubsetSpec,
@@ -34,7 +34,8 @@ def _accuracies(run):
 
 
 def test_short_guided_dm_run_beats_its_own_initialization(workspace):
-    guidance = GuidanceSpec("clom", "Digits", ("ConvNetW32",), 1, epoch=5, alphas=(10.0,))
+    guidance = GuidanceSpec("clom", "Digits", ("ConvNetW32",), 1, epoch=5, alphas=(10.0,),
+                            pool_recipe=recipe_identity(TrainRecipe(epochs=5)))
     protocol = protocol_for("DM", epochs=200)
     initial = make_spec("Digits", "DM", 1, iterations=0, model="ConvNetW32", guidance=guidance)
     trained = make_spec("Digits", "DM", 1, iterations=150, model="ConvNetW32", guidance=guidance)

@@ -16,11 +16,20 @@ from .engine import (
     LoadCheckpoint,
     SaveCheckpoint,
     initial_synthetic_set,
+    real_subset_generator,
     run_distillation,
     validate_spec,
 )
 from .matching import match_loss
-from .spec import LOOPS_BY_IPC, METHODS, DistillSpec, loops_for_ipc, make_spec, with_seed
+from .spec import (
+    LOOPS_BY_IPC,
+    METHODS,
+    DistillSpec,
+    initial_set_key,
+    loops_for_ipc,
+    make_spec,
+    with_seed,
+)
 
 ITERATIONS: dict[str, Callable[[DistillState], torch.Tensor]] = {
     "DC": dc_iteration,
@@ -33,7 +42,6 @@ def distill(
     spec: DistillSpec,
     data: LoadedDataset,
     *,
-    run_key: str,
     guidance: Guidance | None = None,
     device: torch.device | str = "cpu",
     save_checkpoint: SaveCheckpoint | None = None,
@@ -50,7 +58,7 @@ def distill(
     if (spec.guidance is None) != (guidance is None):
         raise ValueError("pass a Guidance exactly when the spec has a guidance section")
     return run_distillation(
-        spec, data, ITERATIONS[spec.method], run_key=run_key, guidance=guidance, device=device,
+        spec, data, ITERATIONS[spec.method], guidance=guidance, device=device,
         save_checkpoint=save_checkpoint, load_checkpoint=load_checkpoint,
         checkpoint_every=checkpoint_every, progress=progress, batched=batched,
     )
@@ -58,6 +66,7 @@ def distill(
 
 __all__ = [
     "ITERATIONS", "LOOPS_BY_IPC", "METHODS", "DistillSpec", "DistillState",
-    "DistillationDiverged", "distill", "initial_synthetic_set", "loops_for_ipc", "make_spec",
-    "match_loss", "validate_spec", "with_seed",
+    "DistillationDiverged", "distill", "initial_set_key", "initial_synthetic_set",
+    "loops_for_ipc", "make_spec", "match_loss", "real_subset_generator", "validate_spec",
+    "with_seed",
 ]

@@ -120,10 +120,13 @@ def matching_loss(
 def dc_iteration(state: DistillState) -> torch.Tensor:
     """One DC/DSA iteration: a fresh network, ``outer_loop`` image updates with inner training.
 
-    Returns the mean loss of the outer steps, a tensor on the device (not read here).
+    Real batches (and BatchNorm's statistics batches), augmentation (matching and inner loop),
+    the inner loop's batch order and guidance draw from their own streams. Returns the mean loss
+    of the outer steps, a tensor on the device (not read here).
     """
     spec = state.spec
-    generator = state.generator("dc")
+    real_generator, augment_generator = state.generator("real"), state.generator("augment")
+    order_generator, guidance_generator = state.generator("inner order"), state.generator("guidance")
     net = state.fresh_network()
     net.train()
     params = matched_parameters(list(net.parameters()), spec.metric)
@@ -133,18 +136,18 @@ def dc_iteration(state: DistillState) -> torch.Tensor:
     total = torch.zeros((), device=state.device)
     for outer in range(spec.outer_loop):
         if uses_bn:
-            freeze_batchnorm_statistics(net, state, generator)
+            freeze_batchnorm_statistics(net, state, real_generator)
         loss = torch.zeros((), device=state.device)
         if spec.guidance is None or not spec.guidance.ptm_only:
-            reals, syns = state.class_batches(generator)
+            reals, syns = state.class_batches(real_generator, augment_generator)
             loss = loss + matching_loss(net, params, reals, syns, spec.metric, state.batched)
         if state.guidance is not None:
-            loss = loss + state.guidance.loss(state.images, state.labels, generator)
+            loss = loss + state.guidance.loss(state.images, state.labels, guidance_generator)
         total += state.step(loss)
         if outer == spec.outer_loop - 1:
             break
         synthetic = state.images.detach().clone()
         for _ in range(spec.inner_loop):
-            train_epoch(net, net_optimizer, synthetic, state.labels, spec.batch_train, generator,
-                        augment)
+            train_epoch(net, net_optimizer, synthetic, state.labels, spec.batch_train,
+                        order_generator, augment, augment_generator)
     return total / spec.outer_loop

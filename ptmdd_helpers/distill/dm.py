@@ -62,20 +62,20 @@ def dm_iteration(state: DistillState) -> torch.Tensor:
     """Match per-class mean embeddings of real and synthetic images under a fresh frozen network.
 
     Each class gets its own shared augmentation (real and synthetic alike), drawn class by class.
-    Returns the loss, a tensor on the device (not read here).
+    Real batches, augmentation and guidance draw from their own streams. Returns the loss, a
+    tensor on the device (not read here).
     """
     spec = state.spec
-    generator = state.generator("dm")
     net = state.fresh_network()
     net.train()
     net.requires_grad_(False)
     loss = torch.zeros((), device=state.device)
     if spec.guidance is None or not spec.guidance.ptm_only:
-        reals, syns = state.class_batches(generator)
+        reals, syns = state.class_batches(state.generator("real"), state.generator("augment"))
         if state.batched or couples_samples(net):
             loss = loss + mean_embedding_distance(net, reals, syns)
         else:
             loss = loss + looped_mean_embedding_distance(net, reals, syns)
     if state.guidance is not None:
-        loss = loss + state.guidance.loss(state.images, state.labels, generator)
+        loss = loss + state.guidance.loss(state.images, state.labels, state.generator("guidance"))
     return state.step(loss)

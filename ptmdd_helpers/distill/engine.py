@@ -1,8 +1,15 @@
 """The outer distillation loop shared by DC, DSA and DM: initialization, optimizer, checkpoints.
 
-Reproducibility: every random draw of iteration ``i`` (fresh network, real batches, augmentation,
-guidance draws) comes from generators derived from the spec's id and ``i``, so a run resumed from a
-checkpoint (synthetic images + optimizer state) continues exactly as an uninterrupted one would.
+Random streams (common random numbers): every random draw of iteration ``i`` comes from a
+generator derived from the spec's *replicate key* (:attr:`DistillSpec.replicate_key`: dataset,
+method, IPC, matching model, init, seed), ``i`` and one purpose name per stream: ``"network"``
+(the fresh network), ``"real"`` (real batches), ``"augment"`` (Siamese augmentation, and the
+inner loop's augmentation in DSA), ``"inner order"`` (the inner loop's mini-batch order) and
+``"guidance"`` (the PTM drawn and CCLoM's real batch). The initial set comes from
+:func:`~.spec.initial_set_key`. So a baseline and a guided run at one seed see the same networks,
+batches and augmentations (adding guidance shifts no other stream), the iteration count changes
+no draw, and a run resumed from a checkpoint (synthetic images + optimizer state) continues
+exactly as an uninterrupted one would. The run id (the spec's hash) still names the result.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from ..models import create_model, list_models
 from ..seeding import make_generator
 from ..training import seeded_model
 from .matching import METRICS
-from .spec import INITS, DistillSpec
+from .spec import INITS, DistillSpec, initial_set_key
 
 SaveCheckpoint = Callable[[dict, int], None]
 LoadCheckpoint = Callable[[], "tuple[dict, int] | None"]
@@ -47,7 +54,6 @@ class DistillState:
     """What a method's iteration needs: the spec, data, synthetic set, its optimizer, guidance."""
 
     spec: DistillSpec
-    run_key: str
     data: LoadedDataset
     images: torch.Tensor
     labels: torch.Tensor
@@ -59,8 +65,8 @@ class DistillState:
     batched: bool = True  # classes in one pass where exact; False: one pass per class (reference)
 
     def generator(self, *purpose: object) -> torch.Generator:
-        """A generator for this iteration and ``purpose``, derived from the run key."""
-        return make_generator(self.run_key, self.iteration, *purpose)
+        """The stream of ``purpose`` in this iteration, derived from the replicate key."""
+        return make_generator(*self.spec.replicate_key, self.iteration, *purpose)
 
     def fresh_network(self) -> torch.nn.Module:
         """The randomly initialized network of this iteration, on the device."""
@@ -68,7 +74,7 @@ class DistillState:
         return seeded_model(
             lambda: create_model(self.spec.model, info.channels, info.num_classes,
                                  info.image_size),
-            self.run_key, self.iteration, "network",
+            *self.spec.replicate_key, self.iteration, "network",
         ).to(self.device)
 
     def class_slice(self, label: int) -> slice:
@@ -76,16 +82,18 @@ class DistillState:
         return slice(label * self.spec.ipc, (label + 1) * self.spec.ipc)
 
     def class_batches(
-        self, generator: torch.Generator
+        self, real_generator: torch.Generator, augment_generator: torch.Generator
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Per class, in class order: a real batch and the synthetic images (Siamese-augmented in DSA
-        and in DM with augmentation, one shared transform per class)."""
+        """Per class, in class order: a real batch (from ``real_generator``) and the synthetic
+        images, Siamese-augmented in DSA and in DM with augmentation (one shared transform per
+        class, from ``augment_generator``)."""
         reals, syns = [], []
         for label in range(self.data.info.num_classes):
-            real = self.data.sample_class(label, self.spec.batch_real, generator).to(self.device)
+            real = self.data.sample_class(label, self.spec.batch_real, real_generator)
+            real = real.to(self.device)
             syn = self.images[self.class_slice(label)]
             if self.spec.uses_dsa:
-                real, syn = siamese_augment([real, syn], self.dsa, generator)
+                real, syn = siamese_augment([real, syn], self.dsa, augment_generator)
             reals.append(real)
             syns.append(syn)
         return reals, syns
@@ -125,20 +133,28 @@ def validate_spec(spec: DistillSpec, data: LoadedDataset) -> None:
 
 
 def initial_synthetic_set(
-    spec: DistillSpec, data: LoadedDataset, run_key: str
+    spec: DistillSpec, data: LoadedDataset
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Synthetic images (class by class) from random real images or Gaussian noise, with labels."""
+    """Synthetic images (class by class) from random real images or Gaussian noise, with labels.
+
+    The stream is :func:`~.spec.initial_set_key` (dataset, IPC, init, seed): every method and
+    condition at one seed starts from the same set, and with ``init="real"`` it is the random real
+    subset of that seed (:func:`real_subset_generator`).
+    """
     info = data.info
-    generator = make_generator(run_key, "init")
+    generator = make_generator(*initial_set_key(spec.dataset, spec.ipc, spec.init, spec.seed))
     labels = torch.arange(info.num_classes).repeat_interleave(spec.ipc)
     if spec.init == "real":
-        images = torch.cat(
-            [data.sample_class(c, spec.ipc, generator) for c in range(info.num_classes)]
-        )
+        images, labels = data.sample_classes(spec.ipc, generator)
     else:
         shape = (info.num_classes * spec.ipc, info.channels, *info.image_size)
         images = torch.randn(shape, generator=generator)
     return images.clone(), labels
+
+
+def real_subset_generator(dataset: str, ipc: int, seed: int) -> torch.Generator:
+    """The stream of the random real subset of ``seed``: that of the ``init="real"`` set."""
+    return make_generator(*initial_set_key(dataset, ipc, "real", seed))
 
 
 def _checked_losses(
@@ -165,7 +181,6 @@ def run_distillation(
     data: LoadedDataset,
     iteration_fn: Callable[[DistillState], torch.Tensor],
     *,
-    run_key: str,
     guidance: Guidance | None = None,
     device: torch.device | str = "cpu",
     save_checkpoint: SaveCheckpoint | None = None,
@@ -180,7 +195,7 @@ def run_distillation(
     and benchmarks); the default batches classes wherever that is exact.
     """
     device = torch.device(device)
-    images, labels = initial_synthetic_set(spec, data, run_key)
+    images, labels = initial_synthetic_set(spec, data)
     images = images.to(device).requires_grad_(True)
     labels = labels.to(device)
     optimizer = torch.optim.SGD([images], lr=spec.lr_img, momentum=spec.momentum_img)
@@ -193,7 +208,7 @@ def run_distillation(
         optimizer.load_state_dict(state["optimizer"])
         history, seconds = list(state["history"]), float(state["seconds"])
     dsa = DSAConfig() if spec.dsa_flip else DSAConfig().without_flip()
-    state_obj = DistillState(spec, run_key, data, images, labels, optimizer, guidance, device, dsa,
+    state_obj = DistillState(spec, data, images, labels, optimizer, guidance, device, dsa,
                              batched=batched)
     bar = tqdm(range(start, spec.iterations), disable=not progress, initial=start,
                total=spec.iterations, desc=f"{spec.method} {data.info.name} IPC{spec.ipc}",

@@ -53,9 +53,26 @@ class DistillSpec:
     seed: int = 0
 
     @property
+    def replicate_key(self) -> tuple:
+        """What defines this run's replicate: the key of every random stream of its iterations.
+
+        Dataset, method, IPC, matching model, initialization and seed; not the guidance, the
+        iteration count or any other setting, so conditions compared at one seed share their
+        streams (common random numbers, ``docs`` in the README's "Random streams").
+        """
+        return ("distill", self.dataset, self.method, int(self.ipc), self.model, self.init,
+                int(self.seed))
+
+    @property
     def uses_dsa(self) -> bool:
         """Whether real and synthetic batches get Siamese augmentation (DSA and DM)."""
         return self.augment and self.method in ("DSA", "DM")
+
+
+def initial_set_key(dataset: str, ipc: int, init: str, seed: int) -> tuple:
+    """The key of the initial synthetic set's stream: shared by every method and condition at
+    ``seed``, and (``init="real"``) by the random real subset of the same size and seed."""
+    return ("initial set", dataset, int(ipc), init, int(seed))
 
 
 def make_spec(dataset: str, method: str, ipc: int, **overrides) -> DistillSpec:
