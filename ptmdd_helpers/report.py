@@ -5,13 +5,10 @@ Every notebook writes into ``figures/<profile>/``: its figures (PNG and PDF, sea
 verdicts; :func:`write_index` joins the fragments into ``README.md``. Accuracies in a study frame
 are fractions in [0, 1]; everything shown here is in percent ("accuracy points").
 
-The verdict rule (:data:`RULE`) is defined once and printed beside every verdict: the effect is the
-difference of mean accuracies, treatment − baseline, in points, with a 95 % Welch t-interval. The
-unit of replication is the distillation seed (accuracies of the networks trained on one synthetic
-set are averaged first) whenever every compared group has at least two seeds; otherwise the units
-are the evaluation networks, and the interval then shows evaluation noise only. Comparisons over
-several strata (e.g. evaluation architectures) average the per-stratum differences with equal
-weights and combine their variances (Welch–Satterthwaite degrees of freedom).
+Every "±" is the sample SD (ddof 1) over distillation seeds of the per-seed mean accuracy, with n =
+seeds (:mod:`~ptmdd_helpers.spread`); the spread over the networks of one set is its own column.
+The verdicts (:mod:`~ptmdd_helpers.verdicts`, re-exported here) are paired by seed; the index
+adds Holm's decision over all claims of the batch and lists the claims that share runs.
 """
 
 from __future__ import annotations
@@ -19,220 +16,75 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from .spread import mean_sd, plus_minus
+from .verdicts import (
+    ACCURACY,
+    RULE,
+    SEED,
+    Verdict,
+    compare,
+    decide,
+    family_decisions,
+    paired_interval,
+    seed_means,
+    select,
+    shared_runs,
+    welch_interval,
+)
+
+__all__ = [
+    "ACCURACY", "LABELS", "RULE", "SEED", "Report", "Verdict", "accuracy_plot", "accuracy_table",
+    "alpha_plot", "compare", "decide", "distill_cost_table", "epoch_plot", "paired_plot",
+    "paired_interval", "pool_cost_table", "record_batch", "rotate_labels", "scatter_plot",
+    "select", "to_latex", "to_markdown", "welch_interval", "write_index",
+]
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 LABELS = ("supported", "not supported", "inconclusive")
-ACCURACY = "accuracy"
-SEED = "subject.seed"
-
-RULE = (
-    "effect = mean accuracy of the treatment − mean of the baseline, in points, with a 95 % "
-    "Welch t-interval over distillation seeds (per-seed means of the evaluation networks; over "
-    "evaluation networks when a group has fewer than 2 seeds). Claim 'treatment > baseline': "
-    "supported if the interval's lower bound > 0, not supported if its upper bound < 0, else "
-    "inconclusive. Claim 'treatment ≥ baseline' (not worse by more than a margin δ): supported "
-    "if lower bound > −δ, not supported if upper bound < −δ, else inconclusive."
-)
-
-
-# --------------------------------------------------------------------------- verdicts
-
-
-@dataclass
-class Verdict:
-    """The outcome of one claim: effect, 95 % interval, label and how they were computed."""
-
-    claim: str
-    treatment: str
-    baseline: str
-    relation: str
-    margin: float
-    effect: float
-    low: float
-    high: float
-    df: float
-    unit: str
-    n_treatment: int
-    n_baseline: int
-    label: str
-    rule: str = RULE
-
-    def text(self) -> str:
-        """One paragraph: claim, effect with its interval, units, verdict."""
-        interval = (f"[{self.low:+.2f}, {self.high:+.2f}]" if math.isfinite(self.low)
-                    else "[undefined: fewer than 2 units in a group]")
-        relation = (f"≥ (margin {self.margin:g} points)" if self.relation == ">=" else
-                    self.relation)
-        return (
-            f"Claim: {self.claim}\n"
-            f"Test: {self.treatment} {relation} {self.baseline}: effect {self.effect:+.2f} "
-            f"points, 95 % CI {interval}, units: {self.unit} "
-            f"(n = {self.n_treatment} vs {self.n_baseline})\n"
-            f"Verdict: {self.label}"
-        )
-
-    def as_dict(self) -> dict[str, Any]:
-        """The verdict as plain data (JSON-friendly)."""
-        return asdict(self)
-
-
-def select(frame: pd.DataFrame, where: Mapping[str, Any] | pd.Series) -> pd.DataFrame:
-    """Rows of ``frame`` whose columns equal the given values (a list/tuple: any of them)."""
-    if isinstance(where, pd.Series):
-        return frame[where.to_numpy()]
-    keep = pd.Series(True, index=frame.index)
-    for column, value in where.items():
-        if column not in frame.columns:
-            raise ValueError(f"no column {column!r}; columns: {', '.join(map(str, frame.columns))}")
-        if isinstance(value, (list, tuple, set)):
-            keep &= frame[column].isin(list(value))
-        elif value is None:
-            keep &= frame[column].isna()
-        else:
-            keep &= frame[column] == value
-    return frame[keep]
-
-
-def _describe(where: Mapping[str, Any] | pd.Series, name: str | None) -> str:
-    if name:
-        return name
-    if isinstance(where, pd.Series):
-        return "selection"
-    return ", ".join(f"{k}={v}" for k, v in where.items())
-
-
-def _units(rows: pd.DataFrame, strata: Sequence[str], by_seed: bool, value: str) -> pd.DataFrame:
-    """Per-stratum unit values (in points): per-seed means, or the network accuracies."""
-    points = rows.assign(_points=100.0 * rows[value].astype(float))
-    if by_seed:
-        keys = [*strata, SEED]
-        return points.groupby(keys, dropna=False)["_points"].mean().reset_index()
-    return points[[*strata, "_points"]] if strata else points[["_points"]]
-
-
-def welch_interval(
-    groups: Sequence[tuple[Sequence[float], Sequence[float]]], level: float = 0.95
-) -> tuple[float, float, float, float]:
-    """(effect, low, high, df) for the equal-weight mean over strata of mean(t) − mean(b)."""
-    from scipy import stats
-
-    strata = len(groups)
-    effect, variance, denominator = 0.0, 0.0, 0.0
-    finite = True
-    for treated, base in groups:
-        for values, sign in ((treated, 1.0), (base, -1.0)):
-            n = len(values)
-            mean = sum(values) / n
-            effect += sign * mean / strata
-            if n < 2:
-                finite = False
-                continue
-            var = sum((v - mean) ** 2 for v in values) / (n - 1)
-            component = var / n / strata**2
-            variance += component
-            denominator += component**2 / (n - 1)
-    if not finite:
-        return effect, math.nan, math.nan, math.nan
-    if variance == 0.0:
-        return effect, effect, effect, math.inf
-    df = variance**2 / denominator
-    half = float(stats.t.ppf(0.5 + level / 2, df)) * math.sqrt(variance)
-    return effect, effect - half, effect + half, df
-
-
-def decide(low: float, high: float, relation: str = ">", margin: float = 0.0) -> str:
-    """The verdict label for an interval [low, high] and a claim ``>``, ``<`` or ``>=``."""
-    if not (math.isfinite(low) and math.isfinite(high)):
-        return "inconclusive"
-    if relation == ">":
-        return "supported" if low > 0 else "not supported" if high < 0 else "inconclusive"
-    if relation == "<":
-        return "supported" if high < 0 else "not supported" if low > 0 else "inconclusive"
-    if relation == ">=":
-        return ("supported" if low > -margin else
-                "not supported" if high < -margin else "inconclusive")
-    raise ValueError(f"unknown relation {relation!r}; valid: >, <, >=")
-
-
-def compare(
-    frame: pd.DataFrame,
-    treatment: Mapping[str, Any] | pd.Series,
-    baseline: Mapping[str, Any] | pd.Series,
-    *,
-    claim: str,
-    relation: str = ">",
-    margin: float = 1.0,
-    strata: Sequence[str] = (),
-    value: str = ACCURACY,
-    treatment_name: str | None = None,
-    baseline_name: str | None = None,
-) -> Verdict:
-    """Test ``claim`` (treatment ``relation`` baseline) on a study frame; see :data:`RULE`."""
-    treated, base = select(frame, treatment), select(frame, baseline)
-    if treated.empty or base.empty:
-        raise ValueError(
-            f"nothing to compare for {claim!r}: {len(treated)} treatment rows "
-            f"({_describe(treatment, treatment_name)}), {len(base)} baseline rows "
-            f"({_describe(baseline, baseline_name)})"
-        )
-    strata = list(strata)
-    keys = (sorted(set(map(tuple, treated[strata].astype(str).to_numpy())) &
-                   set(map(tuple, base[strata].astype(str).to_numpy())))
-            if strata else [()])
-    if not keys:
-        raise ValueError(f"treatment and baseline share no stratum of {strata} for {claim!r}")
-
-    def in_stratum(rows: pd.DataFrame, key: tuple) -> pd.DataFrame:
-        if not strata:
-            return rows
-        mask = (rows[strata].astype(str) == pd.Series(key, index=strata)).all(axis=1)
-        return rows[mask.to_numpy()]
-
-    by_seed = all(
-        in_stratum(rows, key)[SEED].nunique() >= 2 for key in keys for rows in (treated, base)
-    ) if SEED in frame.columns else False
-    groups, n_t, n_b = [], 0, 0
-    for key in keys:
-        t = _units(in_stratum(treated, key), [], by_seed, value)["_points"].tolist()
-        b = _units(in_stratum(base, key), [], by_seed, value)["_points"].tolist()
-        groups.append((t, b))
-        n_t, n_b = n_t + len(t), n_b + len(b)
-    effect, low, high, df = welch_interval(groups)
-    unit = "distillation seeds" if by_seed else "evaluation networks (one distillation seed)"
-    if strata:
-        unit += (f"; {len(keys)} {'stratum' if len(keys) == 1 else 'strata, equally weighted,'} "
-                 f"by {', '.join(strata)}")
-    return Verdict(
-        claim=claim, treatment=_describe(treatment, treatment_name),
-        baseline=_describe(baseline, baseline_name), relation=relation,
-        margin=margin if relation == ">=" else 0.0, effect=effect, low=low, high=high, df=df,
-        unit=unit, n_treatment=n_t, n_baseline=n_b, label=decide(low, high, relation, margin),
-    )
 
 
 # --------------------------------------------------------------------------- tables
 
 
+def _network_sd(rows: pd.DataFrame, value: str) -> float | None:
+    """The spread over networks: root mean of the within-seed sample variances (points)."""
+    variances = [v for v in (100.0 * rows[value].astype(float)).groupby(rows[SEED]).var(ddof=1)
+                 if pd.notna(v)]
+    return math.sqrt(sum(variances) / len(variances)) if variances else None
+
+
 def accuracy_table(
-    frame: pd.DataFrame, rows: Sequence[str], columns: Sequence[str] = (), value: str = ACCURACY
+    frame: pd.DataFrame, rows: Sequence[str], columns: Sequence[str] = (), value: str = ACCURACY,
+    average: Sequence[str] = (),
 ) -> pd.DataFrame:
-    """Mean ± std accuracy (points) with the number of networks, by ``rows`` × ``columns``."""
+    """Mean ± SD over seeds (of the per-seed mean over networks; n = seeds), by ``rows`` ×
+    ``columns``; a long table (no ``columns``) adds the SD over networks within a seed.
+
+    ``average`` columns (e.g. evaluation architectures) are averaged within a seed first.
+    """
     keys = [*rows, *columns]
-    grouped = frame.groupby(keys, dropna=False, sort=False)[value]
-    stats = grouped.agg(["mean", "std", "count"]).reset_index()
-    stats["cell"] = [
-        f"{100 * m:.2f} ± {100 * (0.0 if pd.isna(s) else s):.2f} (n={int(c)})"
-        for m, s, c in zip(stats["mean"], stats["std"], stats["count"], strict=True)
-    ]
+    cells = []
+    for key, part in frame.groupby(keys, dropna=False, sort=False):
+        means = seed_means(part, average=average, value=value)["points"] / 100.0
+        mean, sd, n = mean_sd(means)
+        record = dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True))
+        record["cell"] = plus_minus(mean, sd, n)
+        sd_nets = _network_sd(part, value)
+        record["sd_nets"] = "—" if sd_nets is None else f"{sd_nets:.2f}"
+        cells.append(record)
+    stats = pd.DataFrame(cells)
     if not columns:
-        return stats[[*rows, "cell"]].rename(columns={"cell": "accuracy % (mean ± std)"})
+        return stats[[*rows, "cell", "sd_nets"]].rename(columns={
+            "cell": "accuracy % (mean ± SD over seeds, n seeds)",
+            "sd_nets": "SD over networks (within a seed)"})
     wide = stats.pivot(index=list(rows), columns=list(columns), values="cell")
     names = list(columns)
     labels = wide.columns if isinstance(wide.columns, pd.MultiIndex) else [(c,) for c in wide.columns]
@@ -284,6 +136,20 @@ def with_points(frame: pd.DataFrame, value: str = ACCURACY) -> pd.DataFrame:
     return frame.assign(**{"accuracy (%)": 100.0 * frame[value].astype(float)})
 
 
+def per_seed_points(
+    frame: pd.DataFrame, columns: Sequence[str | None], value: str = ACCURACY
+) -> pd.DataFrame:
+    """One row per ``columns`` level and seed: the mean over networks, as ``accuracy (%)``."""
+    by = [c for c in dict.fromkeys(columns) if c]
+    return seed_means(frame, by=by, value=value).rename(columns={"points": "accuracy (%)"})
+
+
+def sd_bar(values: pd.Series) -> tuple[float, float]:
+    """Mean ± sample SD (ddof 1) of ``values``: seaborn's ``errorbar`` for per-seed means."""
+    mean, sd, _ = mean_sd(values)
+    return mean - (sd or 0.0), mean + (sd or 0.0)
+
+
 def accuracy_plot(
     frame: pd.DataFrame,
     x: str,
@@ -299,13 +165,14 @@ def accuracy_plot(
     value: str = ACCURACY,
     sharey: bool = False,
 ) -> Figure:
-    """Accuracy (mean ± std over networks) against ``x``; ``references`` draws dashed lines.
+    """Accuracy (mean ± SD over seeds of the per-seed means) against ``x``; ``references`` draws
+    dashed lines.
 
     ``references`` has columns ``label`` and ``accuracy`` (fraction) and, when faceting, ``col``.
     """
     sns = _sns()
-    data = with_points(frame, value)
-    options = dict(errorbar="sd", order=order, hue_order=hue_order)
+    data = per_seed_points(frame, [x, hue, col], value)
+    options = dict(errorbar=sd_bar, order=order, hue_order=hue_order)
     if kind == "point":
         levels = data[hue].nunique() if hue else 1
         options.update(dodge=0.3 if levels > 1 else False, markers="o", linestyles="-")
@@ -353,17 +220,18 @@ def epoch_plot(
     """DD accuracy against the PTM epoch, with the PTMs' own test accuracy on a second axis.
 
     ``curves`` has columns ``epoch`` and ``test_acc`` (fraction), one row per member and epoch;
-    ``baseline`` (rows of the unguided method) is drawn as a dashed line with its ±std band.
+    ``baseline`` (rows of the unguided method) is drawn as a dashed line with its ± SD band (over
+    seeds, like the points).
     """
     import matplotlib.pyplot as plt
 
     sns = _sns()
-    data = with_points(frame, value)
+    data = per_seed_points(frame, [x, hue], value)
     fig, ax = plt.subplots(figsize=(5.2, 3.4))
-    sns.lineplot(data=data, x=x, y="accuracy (%)", hue=hue, errorbar="sd", marker="o", ax=ax)
+    sns.lineplot(data=data, x=x, y="accuracy (%)", hue=hue, errorbar=sd_bar, marker="o", ax=ax)
     if baseline is not None and not baseline.empty:
-        points = 100.0 * baseline[value].astype(float)
-        mean, std = float(points.mean()), float(points.std(ddof=1)) if len(points) > 1 else 0.0
+        mean, std, _ = mean_sd(per_seed_points(baseline, [], value)["accuracy (%)"])
+        std = std or 0.0
         ax.axhline(mean, ls="--", color="grey", lw=1, label="no PTM (baseline)")
         ax.axhspan(mean - std, mean + std, color="grey", alpha=0.15, lw=0)
     from matplotlib.ticker import MaxNLocator
@@ -373,7 +241,7 @@ def epoch_plot(
     ax.set_ylabel("DD test accuracy (%)")
     twin = ax.twinx()
     ptm = curves.assign(**{"PTM test accuracy (%)": 100.0 * curves["test_acc"].astype(float)})
-    sns.lineplot(data=ptm, x="epoch", y="PTM test accuracy (%)", errorbar="sd", color="tab:red",
+    sns.lineplot(data=ptm, x="epoch", y="PTM test accuracy (%)", errorbar=sd_bar, color="tab:red",
                  ls=":", marker=".", ax=twin, label="PTM's own test accuracy")
     twin.set_ylabel("PTM test accuracy (%)", color="tab:red")
     twin.grid(False)
@@ -395,13 +263,13 @@ def scatter_plot(
     frame: pd.DataFrame, x: str, hue: str | None = None, *, log_x: bool = False, title: str = "",
     xlabel: str | None = None, value: str = ACCURACY,
 ) -> Figure:
-    """Mean ± std accuracy against a numeric ``x`` (e.g. α), optionally on a symlog axis."""
+    """Mean ± SD over seeds against a numeric ``x`` (e.g. α), optionally on a symlog axis."""
     import matplotlib.pyplot as plt
 
     sns = _sns()
-    data = with_points(frame, value)
+    data = per_seed_points(frame, [x, hue], value)
     fig, ax = plt.subplots(figsize=(5.2, 3.4))
-    sns.lineplot(data=data, x=x, y="accuracy (%)", hue=hue, errorbar="sd", marker="o",
+    sns.lineplot(data=data, x=x, y="accuracy (%)", hue=hue, errorbar=sd_bar, marker="o",
                  err_style="bars", ax=ax)
     if log_x:
         ax.set_xscale("symlog", linthresh=1.0)
@@ -469,6 +337,41 @@ def distill_cost_table(distills: pd.DataFrame, by: str = "condition") -> pd.Data
             "× unguided": f"{seconds.mean() / base.mean():.2f}" if len(base) else "",
         })
     return pd.DataFrame(rows)
+
+
+def paired_plot(verdicts: Sequence[Verdict], title: str = "") -> Figure:
+    """One row per verdict: its per-seed differences (points), the effect with its 95 % interval
+    (bar) and the no-effect point (dashed): what each verdict is computed from."""
+    import matplotlib.pyplot as plt
+
+    _sns()
+    fig, ax = plt.subplots(figsize=(6.4, 0.9 + 0.65 * len(verdicts)))
+    for row, verdict in enumerate(verdicts):
+        y = len(verdicts) - 1 - row
+        values = [d["difference"] for d in verdict.differences]
+        jitter = [0.12 * (((i * 7) % 5) - 2) / 2 for i in range(len(values))]
+        ax.scatter(values, [y + j for j in jitter], s=14, alpha=0.7, color="tab:blue",
+                   label="per-seed difference" if row == 0 else None)
+        if math.isfinite(verdict.low):
+            ax.errorbar([verdict.effect], [y], xerr=[[verdict.effect - verdict.low],
+                                                     [verdict.high - verdict.effect]],
+                        fmt="D", color="black", capsize=4,
+                        label="effect, 95 % CI" if row == 0 else None)
+        ax.plot([verdict.null] * 2, [y - 0.4, y + 0.4], ls="--", color="grey", lw=1)
+    ax.set_yticks(range(len(verdicts)))
+    ax.set_yticklabels([_wrap(v.claim) for v in reversed(verdicts)], fontsize="x-small")
+    ax.set_xlabel("treatment − baseline (accuracy points), per distillation seed")
+    ax.legend(loc="best", fontsize="x-small")
+    if title:
+        ax.set_title(title, fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def _wrap(text: str, width: int = 42) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width)[:3])
 
 
 # --------------------------------------------------------------------------- outputs
@@ -542,7 +445,15 @@ class Report:
         return len(missing)
 
     def write(self) -> Path:
-        """Write ``<notebook>.md`` (the index fragment) and ``<notebook>.verdicts.json``."""
+        """Write ``<notebook>.md`` (the index fragment) and ``<notebook>.verdicts.json``, and the
+        per-seed differences of its verdicts as ``<notebook>_paired.png``/``.pdf``."""
+        paired = [v for v in self.verdicts if v.differences]
+        if paired:
+            import matplotlib.pyplot as plt
+
+            fig = paired_plot(paired, title=f"{self.title}: paired differences by seed")
+            self.figure(fig, f"{self.notebook}_paired")
+            plt.close(fig)
         lines = [f"## {self.title}", ""]
         if self.question:
             lines += [self.question, ""]
@@ -578,11 +489,19 @@ def record_batch(directory: str | Path, batch: Mapping[str, Any]) -> list[dict[s
     return history
 
 
+def _interval(v: Mapping[str, Any]) -> str:
+    low = v.get("low")
+    return (f"[{low:+.2f}, {v['high']:+.2f}]" if low is not None and math.isfinite(low)
+            else "—")
+
+
 def write_index(
     directory: str | Path, profile: str, notebooks: Sequence[str], meta: Mapping[str, Any],
     history: Sequence[Mapping[str, Any]] = (),
 ) -> Path:
-    """Write ``README.md`` in ``directory``: meta data, the rule, verdicts, each notebook's fragment.
+    """Write ``README.md`` in ``directory``: meta data, the rule, every claim with its raw and
+    Holm decisions (one family: all claims of the batch), the claims that share runs, then each
+    notebook's fragment.
 
     ``history`` (from :func:`record_batch`) is listed, so the time of the batch that computed the
     runs stays visible after later batches that only read them.
@@ -596,17 +515,43 @@ def write_index(
                   "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
         lines += ["| " + " | ".join(_cell(b.get(c, "")) for c in columns) + " |" for b in history]
     lines += ["", f"**Verdict rule.** {RULE}", ""]
-    summary = []
+    claims = []
     for notebook in notebooks:
         verdict_file = directory / f"{notebook}.verdicts.json"
         if verdict_file.is_file():
-            for v in json.loads(verdict_file.read_text(encoding="utf-8")):
-                summary.append((notebook, v["claim"], v["effect"], v["low"], v["high"], v["label"]))
-    if summary:
-        lines += ["| notebook | claim | effect (points) | 95 % CI | verdict |", "|---|---|---|---|---|"]
-        for notebook, claim, effect, low, high, label in summary:
-            ci = f"[{low:+.2f}, {high:+.2f}]" if low is not None and math.isfinite(low) else "—"
-            lines.append(f"| {notebook} | {claim} | {effect:+.2f} | {ci} | **{label}** |")
+            claims += [(notebook, v) for v in json.loads(verdict_file.read_text(encoding="utf-8"))]
+    if claims:
+        holm_labels = family_decisions([v for _, v in claims])
+        lines += [
+            f"**Claims** ({len(claims)}, one family). *raw*: the claim's own 95 % interval "
+            "decides; *Holm*: Holm's step-down decision at a family-wise 5 % over all of them. "
+            "*seeds needed* (inconclusive claims only) is a planning aid: the seeds per stratum "
+            "at which the half-width would fall below |effect − no-effect point|, computed from "
+            "the observed SD of the paired differences.", "",
+            "| # | notebook | claim | effect (points) | paired 95 % CI | half-width | seeds | "
+            "SD paired / unpaired | raw | Holm | seeds needed |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for number, ((notebook, v), holm_label) in enumerate(
+                zip(claims, holm_labels, strict=True), start=1):
+            half = v.get("half_width")
+            half = f"{half:.2f}" if half is not None and math.isfinite(half) else "—"
+            pairing = ("paired" if v.get("paired") else "unpaired")
+            sds = (f"{v['sd_paired']:.2f} / {v['sd_unpaired']:.2f}"
+                   if v.get("sd_paired") is not None else
+                   f"— / {v['sd_unpaired']:.2f}" if v.get("sd_unpaired") is not None else "—")
+            needed = v.get("seeds_needed") if str(v["label"]).startswith("inconclusive") else None
+            lines.append(
+                f"| {number} | {notebook} | {v['claim']} | {v['effect']:+.2f} | {_interval(v)} "
+                f"({pairing}) | {half} | {v['n_treatment']} vs {v['n_baseline']} | {sds} | "
+                f"**{v['label']}** | {holm_label} | {needed if needed is not None else ''} |"
+            )
+        shared = shared_runs([v for _, v in claims])
+        if shared:
+            lines += ["", "Claims that share runs (their verdicts are not independent evidence):",
+                      ""]
+            lines += [f"- #{i + 1} and #{j + 1}: {count} evaluation runs in common"
+                      for i, j, count in shared]
         lines.append("")
     for notebook in notebooks:
         fragment = directory / f"{notebook}.md"

@@ -63,7 +63,7 @@ def test_dm_loss_through_the_loop_is_zero_when_synthetic_set_is_the_real_batch()
                      batch_real=20, model="ConvNetW32")
     out = distill(spec, data, progress=False)
     assert out["history"][0] < 1e-8
-    with_augmentation = distill(dataclasses.replace(spec, augment=True), data, 
+    with_augmentation = distill(dataclasses.replace(spec, augment=True), data,
                                 progress=False)
     assert with_augmentation["history"][0] < 1e-8  # the same transform on both sides
 

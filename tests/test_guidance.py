@@ -12,7 +12,6 @@ from ptmdd_helpers.guidance import Guidance, GuidanceSpec, cclom_loss, validate_
 from ptmdd_helpers.pools import TrainRecipe, recipe_identity, train_pool
 from ptmdd_helpers.seeding import make_generator
 
-
 RECIPE = TrainRecipe(epochs=1)
 POOL = recipe_identity(RECIPE)  # the identity guidance specs name the fixture's pool by
 
@@ -35,7 +34,8 @@ def _synthetic(requires_grad=True):
 def test_gradients_reach_images_and_ptms_stay_frozen(digits_pool, kind):
     data, images, labels = _synthetic()
     guidance = Guidance(GuidanceSpec(kind, "Digits", ("ConvNetW32", "MLP"), 2, epoch=1,
-                                     alphas=(3.0,), real_batch=100, pool_recipe=POOL), data, pool_root=digits_pool)
+                                     alphas=(3.0,), real_batch=100, pool_recipe=POOL),
+                        data, pool_root=digits_pool)
     before = {arch: [{k: v.clone() for k, v in m.state_dict().items()} for m in members]
               for arch, members in guidance.pool.items()}
     loss = guidance.loss(images, labels, make_generator("use", 0))
