@@ -4,7 +4,8 @@ For each synthetic set (a distillation run of a store, ``--runs``) or random rea
 (``--real K``: K images per class), trains ``--nets`` fresh networks with
 ``evaluate_images`` under the set's own evaluation protocol (DC: no augmentation; DSA/DM: DSA),
 once with ``precision="fp32"`` and once with ``"bf16"`` (:data:`ptmdd_helpers.training.PRECISIONS`),
-and prints per set the mean ± std (population, over networks) of the test accuracy in each
+and prints per set the mean ± sample SD (ddof 1, over networks; ``ptmdd_helpers.spread``) of the
+test accuracy in each
 precision, their difference and the seconds per network. This is the accuracy study behind
 ``EvalProtocol.precision``; ``benchmarks/README.md`` holds its latest results.
 
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -30,6 +30,7 @@ from ptmdd_helpers.data import load_dataset  # noqa: E402
 from ptmdd_helpers.evaluate import evaluate_images, protocol_for, random_real_subset  # noqa: E402
 from ptmdd_helpers.malloc import tune_malloc  # noqa: E402
 from ptmdd_helpers.seeding import make_generator  # noqa: E402
+from ptmdd_helpers.spread import mean_sd  # noqa: E402
 from ptmdd_helpers.store import RunStore  # noqa: E402
 from ptmdd_helpers.training import PRECISIONS  # noqa: E402
 
@@ -50,9 +51,9 @@ def compare(name: str, method: str, images, labels, data, args) -> dict:
         rows = evaluate_images(images, labels, data, [args.arch], args.nets, protocol,
                                ("precision-study", name), progress=False, ensemble=False)
         accuracies = [100 * row["accuracy"] for row in rows]
+        mean, sd, _ = mean_sd(accuracies)
         result[precision] = {
-            "accuracies": accuracies, "mean": statistics.fmean(accuracies),
-            "std": statistics.pstdev(accuracies),
+            "accuracies": accuracies, "mean": mean, "std": sd or 0.0,
             "seconds_per_net": (time.perf_counter() - start) / args.nets,
             "augment": protocol.augment,
         }

@@ -1,4 +1,4 @@
-"""Guidance from frozen pre-trained models: CLoM and CCLoM (PAPER.md).
+"""Guidance from frozen pre-trained models: CLoM and CCLoM (docs/method.md#the-ptm-loss-clom-and-cclom).
 
 - CLoM: cross-entropy of a PTM's predictions on all synthetic images against their labels. The PTM
   must have been trained on the target's label space.

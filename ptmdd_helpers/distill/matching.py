@@ -1,4 +1,7 @@
-"""Gradient-matching distances of DC (PAPER.md): the study's layer-wise distance and alternatives."""
+"""Gradient-matching distances of DC: the study's layer-wise distance and alternatives.
+
+See docs/method.md#dc-gradient-matching.
+"""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ from ..guidance import GuidanceSpec
 METHODS = ("DC", "DSA", "DM")
 INITS = ("real", "noise")
 
-# DC/DSA outer and inner loops by IPC (PAPER.md).
+# DC/DSA outer and inner loops by IPC (docs/method.md#dc-gradient-matching).
 LOOPS_BY_IPC = {1: (1, 1), 10: (10, 50), 20: (20, 25), 30: (30, 20), 40: (40, 15), 50: (50, 10)}
 
 METHOD_DEFAULTS = {
