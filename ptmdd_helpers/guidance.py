@@ -41,8 +41,8 @@ class GuidanceSpec:
     alphas: tuple[float, ...] = (100.0,)
     real_batch: int = DEFAULT_CCLOM_REAL_BATCH  # CCLoM only
     ptm_only: bool = False  # drop the DD loss: optimize α · L_PTM alone
-    # which pool: the identity of the recipe its members were trained with (pools.pool_identity;
-    # "untrained" at epoch 0); loading checks every member against it
+    # which pool: the identity of the recipe its members were trained with (pools.recipe_identity;
+    # "untrained" at epoch 0, set here); loading checks every member against it
     pool_recipe: str = PAPER_POOL_IDENTITY
 
     def __post_init__(self) -> None:
@@ -70,7 +70,7 @@ def validate_guidance(spec: GuidanceSpec, target: str) -> None:
     if spec.epoch != 0 and spec.pool_recipe == UNTRAINED:
         raise ValueError(
             f"pool_recipe {UNTRAINED!r} names the untrained pool (epoch 0), but PTM epoch "
-            f"{spec.epoch} was asked for: give the identity of its recipe (pools.pool_identity)"
+            f"{spec.epoch} was asked for: give the identity of its recipe (pools.recipe_identity)"
         )
     source, target_info = get_info(spec.source), get_info(target)
     if spec.kind == "clom" and (

@@ -25,11 +25,6 @@ def _sns():
     return sns
 
 
-def with_points(frame: pd.DataFrame, value: str = ACCURACY) -> pd.DataFrame:
-    """A copy of ``frame`` with an ``accuracy (%)`` column."""
-    return frame.assign(**{"accuracy (%)": 100.0 * frame[value].astype(float)})
-
-
 def per_seed_points(
     frame: pd.DataFrame, columns: Sequence[str | None], value: str = ACCURACY
 ) -> pd.DataFrame:

@@ -107,13 +107,19 @@ class MemberLog:
         return sum(e["seconds"] for e in self.epochs)
 
 
+def _recipe_values(recipe: TrainRecipe) -> dict:
+    """A recipe's values as ``recipe.json`` stores them: all but the epoch count."""
+    values = asdict(recipe)
+    values.pop("epochs")
+    values["milestones"] = list(values["milestones"])
+    return values
+
+
 def _recipe_key(spec: MemberSpec) -> dict:
-    recipe = asdict(spec.recipe)
-    recipe.pop("epochs")
-    recipe["milestones"] = list(recipe["milestones"])
     info = get_info(spec.source)
     return {
-        "source": spec.source, "arch": spec.arch, "seed": spec.seed, "recipe": recipe,
+        "source": spec.source, "arch": spec.arch, "seed": spec.seed,
+        "recipe": _recipe_values(spec.recipe),
         "channels": info.channels, "image_size": list(info.image_size),
         "num_classes": info.num_classes,
     }
@@ -126,20 +132,9 @@ def recipe_identity(recipe: TrainRecipe | dict) -> str:
     """The identity of a pool: a 16-hex hash of its training recipe's values (all but the epoch
     count, which only says how far a member got), from a recipe or from ``recipe.json``'s
     ``"recipe"`` entry. Guidance specs carry it, so a pool trained otherwise gets other run ids."""
-    if isinstance(recipe, TrainRecipe):
-        values = asdict(recipe)
-        values.pop("epochs")
-        values["milestones"] = list(values["milestones"])
-    else:
-        values = dict(recipe)
+    values = _recipe_values(recipe) if isinstance(recipe, TrainRecipe) else dict(recipe)
     text = json.dumps(values, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def pool_identity(recipe: TrainRecipe, epoch: int) -> str:
-    """What a guidance spec records for a pool at ``epoch``: its recipe's identity, or
-    :data:`UNTRAINED` for epoch 0 (the initialization, which no recipe changes)."""
-    return UNTRAINED if int(epoch) == 0 else recipe_identity(recipe)
 
 
 def stored_identity(
@@ -410,7 +405,7 @@ def load_pool(
     """Return frozen members 0 … n−1 of each architecture at ``epoch``, in eval mode on ``device``.
 
     Epoch 0 (the untrained initializations) is written on demand. ``identity`` (a
-    :func:`pool_identity`), when given, must be that of every member's recipe (:func:`check_identity`).
+    :func:`recipe_identity`), when given, must be that of every member's recipe (:func:`check_identity`).
     """
     base = resolve_pool_root(root)
     missing = [

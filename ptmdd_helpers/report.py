@@ -31,7 +31,6 @@ from .plots import (
     rotate_labels,
     scatter_plot,
     sd_bar,
-    with_points,
 )
 from .spread import mean_sd, plus_minus
 from .verdicts import (
@@ -54,7 +53,7 @@ __all__ = [
     "alpha_plot", "compare", "decide", "distill_cost_table", "epoch_plot", "paired_plot",
     "paired_interval", "pool_cost_table", "record_batch", "rotate_labels", "scatter_plot",
     "per_seed_points", "sd_bar", "seed_means", "select", "to_latex", "to_markdown",
-    "welch_interval", "with_points", "write_index",
+    "welch_interval", "write_index",
 ]
 
 if TYPE_CHECKING:

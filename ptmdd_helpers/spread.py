@@ -9,7 +9,13 @@ over networks, reported as such). A single value has no SD (``None``).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+
+
+def sample_variance(values: Sequence[float]) -> float:
+    """The sample variance (ddof 1) of at least 2 ``values``."""
+    mean = math.fsum(values) / len(values)
+    return math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1)
 
 
 def mean_sd(values: Iterable[float]) -> tuple[float, float | None, int]:
@@ -21,7 +27,7 @@ def mean_sd(values: Iterable[float]) -> tuple[float, float | None, int]:
     mean = math.fsum(values) / n
     if n < 2:
         return mean, None, n
-    return mean, math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1)), n
+    return mean, math.sqrt(sample_variance(values)), n
 
 
 def plus_minus(mean: float, sd: float | None, n: int, scale: float = 100.0) -> str:

@@ -45,8 +45,8 @@ from .pools import (
     MemberSpec,
     TrainRecipe,
     initial_path,
-    pool_identity,
     read_member_log,
+    recipe_identity,
     resolve_pool_root,
     write_initial_checkpoint,
 )
@@ -362,7 +362,7 @@ def _guidance(
     return GuidanceSpec(kind, source, tuple(archs), int(n_models), epoch,
                         tuple(float(a) for a in alphas),
                         batch if kind == "cclom" else DEFAULT_CCLOM_REAL_BATCH, ptm_only,
-                        pool_identity(recipe, epoch))
+                        recipe_identity(recipe))  # epoch 0: "untrained" (GuidanceSpec)
 
 
 def _pool_clom(

@@ -27,6 +27,8 @@ from typing import Any
 
 import pandas as pd
 
+from .spread import sample_variance
+
 ACCURACY = "accuracy"
 SEED = "subject.seed"
 LEVEL = 0.95
@@ -172,11 +174,6 @@ def _p_value(effect: float, null: float, variance: float, df: float) -> float:
     return float(2 * stats.t.sf(abs(effect - null) / math.sqrt(variance), df))
 
 
-def _var(values: Sequence[float]) -> float:
-    mean = sum(values) / len(values)
-    return sum((v - mean) ** 2 for v in values) / (len(values) - 1)
-
-
 def paired_interval(
     differences: Sequence[Sequence[float]], level: float = LEVEL
 ) -> tuple[float, float, float, float, float]:
@@ -184,7 +181,7 @@ def paired_interval(
     per-seed difference; one stratum gives ``scipy.stats.ttest_rel``'s interval."""
     k = len(differences)
     effect = sum(sum(d) / len(d) for d in differences) / k
-    parts = [_var(d) / len(d) / k**2 for d in differences]
+    parts = [sample_variance(d) / len(d) / k**2 for d in differences]
     variance = sum(parts)
     if variance == 0.0:
         return effect, effect, effect, math.inf, 0.0
@@ -200,7 +197,7 @@ def welch_interval(
     mean(treatment) − mean(baseline), unpaired (Welch–Satterthwaite degrees of freedom)."""
     k = len(groups)
     effect = sum(sum(t) / len(t) - sum(b) / len(b) for t, b in groups) / k
-    parts = [(_var(v) / len(v) / k**2, len(v)) for t, b in groups for v in (t, b)]
+    parts = [(sample_variance(v) / len(v) / k**2, len(v)) for t, b in groups for v in (t, b)]
     variance = sum(p for p, _ in parts)
     if variance == 0.0:
         return effect, effect, effect, math.inf, 0.0
@@ -311,7 +308,7 @@ def compare(
     )
     sd_unpaired = None
     if not few:
-        sd_unpaired = math.sqrt(sum(_var(list(t.values())) + _var(list(b.values()))
+        sd_unpaired = math.sqrt(sum(sample_variance(list(t.values())) + sample_variance(list(b.values()))
                                     for _, t, b in per_stratum) / len(per_stratum))
     if is_paired:
         differences, diff_values = [], []
@@ -322,7 +319,7 @@ def compare(
                              "baseline": b[s], "difference": t[s] - b[s]}
                             for s in seeds]
         effect, low, high, df, variance = paired_interval(diff_values)
-        sd_paired = math.sqrt(sum(_var(v) for v in diff_values) / len(diff_values))
+        sd_paired = math.sqrt(sum(sample_variance(v) for v in diff_values) / len(diff_values))
         dropped = n_t + n_b - 2 * sum(len(c) for c in common)
         unit = (f"paired by seed: {sum(len(c) for c in common)} seed pairs"
                 + (f" ({dropped} unmatched seed means left out)" if dropped else "")
