@@ -129,7 +129,8 @@ def test_default_root_comes_from_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("PTMDD_RUNS", str(tmp_path / "env-root"))
     assert RunStore().root == tmp_path / "env-root"
     monkeypatch.delenv("PTMDD_RUNS")
-    assert RunStore().root == Path("runs") / "store"
+    monkeypatch.chdir(tmp_path)  # outside the project: the default is under the working directory
+    assert RunStore().root == tmp_path / "runs" / "store"
 
 
 # --------------------------------------------------------------------------- resume
