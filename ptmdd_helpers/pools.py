@@ -8,7 +8,8 @@ On-disk layout (the pool root is an argument, else ``$PTMDD_POOLS``, else ``./ru
         epoch_<e>.pt         {"state_dict", "meta"} after epoch e (every epoch, or a chosen set)
         epoch_0.pt           the untrained initialization, written only when asked for
                              (:func:`write_initial_checkpoint`; the "untrained PTM" of the study)
-        resume.pt            model, optimizer and scheduler state after the last complete epoch
+        resume.pt            model, optimizer and scheduler state after the last complete epoch,
+                             its number and (since the write-order fix) its log entry and recipe
 
 A pool member is identified by (source, arch, seed); its checkpoints by epoch. The learning-rate
 milestones are absolute epochs, so a member trained for 3 epochs is the first 3 epochs of a
@@ -16,26 +17,51 @@ milestones are absolute epochs, so a member trained for 3 epochs is the first 3 
 written atomically; checkpoints are loaded with ``weights_only=True``, so a pool from elsewhere can
 carry no code. Seeds are explicit: member ``k`` of a pool of ``n`` has seed ``k`` (0 … n−1), which
 fixes its initialization and its data order.
+
+Write order of epoch ``e`` (each write atomic): ``epoch_<e>.pt`` (if kept), then ``resume.pt``
+(carrying epoch ``e``'s log entry), then ``log.json``. A crash before ``resume.pt`` leaves the
+state after epoch e−1, which retrains epoch e to the same bits; a crash after it leaves
+``resume.pt`` one epoch ahead of the log, and the next run appends resume.pt's entry to the log
+instead of training that epoch again. Any other disagreement is refused. Members whose weights
+turn non-finite are refused while training and when loaded (:mod:`.pool_members` has the checks).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import pickle
+import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import torch
 from filelock import FileLock
 from torch import nn
 from tqdm.auto import tqdm
 
 from .data import get_info, load_dataset
 from .models import create_model
-from .paths import resolve
+from .pool_members import (
+    PAPER_POOL_RECIPE,
+    UNTRAINED,
+    MemberLog,
+    MemberSpec,
+    MissingPoolError,
+    PoolError,
+    check_member,
+    check_pool_args,
+    checkpoint_problems,
+    log_problems,
+    member_complete,
+    nonfinite_tensors,
+    pool_recipe,
+    read_log,
+    read_member_log,
+    recipe_identity,
+    recipe_key,
+    resolve_pool_root,
+    safe_load,
+    validate_recipe,
+)
 from .seeding import make_generator
 from .store import atomic_torch_save, atomic_write_text
 from .training import (
@@ -46,92 +72,16 @@ from .training import (
     seeded_model,
     train_epoch,
 )
+from .work import record_computed
 
-PAPER_POOL_RECIPE = TrainRecipe(
-    epochs=150, lr=0.01, momentum=0.9, weight_decay=0.005, batch_size=256, milestones=(50, 100)
-)
-
-
-class PoolError(RuntimeError):
-    """A pool checkpoint is missing, unsafe, or does not fit its architecture."""
-
-
-class MissingPoolError(PoolError):
-    """Members or epochs of a pool are not on disk; the message gives the command to make them."""
-
-
-def resolve_pool_root(root: str | Path | None = None) -> Path:
-    """Return the pool root: ``root``, else ``$PTMDD_POOLS``, else ``runs/pools`` (:mod:`.paths`)."""
-    return resolve("pools", root)
-
-
-@dataclass(frozen=True)
-class MemberSpec:
-    """One pool member: an architecture trained on a source dataset from one seed."""
-
-    source: str
-    arch: str
-    seed: int
-    recipe: TrainRecipe = PAPER_POOL_RECIPE
-    keep_epochs: tuple[int, ...] | None = None  # None keeps every epoch
-
-    def directory(self, root: Path) -> Path:
-        """Return this member's folder under ``root``."""
-        return root / self.source / self.arch / f"seed{self.seed}"
-
-    def keeps(self, epoch: int) -> bool:
-        """Whether the checkpoint after ``epoch`` is kept."""
-        return (
-            self.keep_epochs is None or epoch in self.keep_epochs or epoch == self.recipe.epochs
-        )
-
-
-@dataclass
-class MemberLog:
-    """The JSON log of a member's training, one entry per completed epoch."""
-
-    recipe: dict
-    epochs: list[dict] = field(default_factory=list)
-
-    @property
-    def completed(self) -> int:
-        """Number of completed epochs."""
-        return len(self.epochs)
-
-    @property
-    def seconds(self) -> float:
-        """Training time of the completed epochs (tests included), as recorded."""
-        return sum(e["seconds"] for e in self.epochs)
-
-
-def _recipe_values(recipe: TrainRecipe) -> dict:
-    """A recipe's values as ``recipe.json`` stores them: all but the epoch count."""
-    values = asdict(recipe)
-    values.pop("epochs")
-    values["milestones"] = list(values["milestones"])
-    return values
-
-
-def _recipe_key(spec: MemberSpec) -> dict:
-    info = get_info(spec.source)
-    return {
-        "source": spec.source, "arch": spec.arch, "seed": spec.seed,
-        "recipe": _recipe_values(spec.recipe),
-        "channels": info.channels, "image_size": list(info.image_size),
-        "num_classes": info.num_classes,
-    }
-
-
-UNTRAINED = "untrained"  # the pool identity of epoch-0 members: no recipe made them
-
-
-def recipe_identity(recipe: TrainRecipe | dict) -> str:
-    """The identity of a pool: a 16-hex hash of its training recipe's values (all but the epoch
-    count, which only says how far a member got), from a recipe or from ``recipe.json``'s
-    ``"recipe"`` entry. Guidance specs carry it, so a pool trained otherwise gets other run ids."""
-    values = _recipe_values(recipe) if isinstance(recipe, TrainRecipe) else dict(recipe)
-    text = json.dumps(values, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+__all__ = [
+    "PAPER_POOL_RECIPE", "UNTRAINED", "MemberLog", "MemberSpec", "MissingPoolError", "PoolError",
+    "TrainRecipe", "build_member_model", "check_identity", "check_member", "check_pool_args",
+    "final_epoch", "initial_path", "ptm_epoch", "load_member", "load_pool", "member_complete", "member_log",
+    "pool_recipe", "pretrain_command", "read_member_log", "recipe_identity", "resolve_pool_root",
+    "safe_load", "stored_identity", "train_member", "train_pool", "validate_recipe",
+    "write_initial_checkpoint",
+]
 
 
 def stored_identity(
@@ -140,13 +90,14 @@ def stored_identity(
     """The identity of the pool on disk (members 0 … n−1 of each architecture); raises
     :class:`MissingPoolError` with the command that makes a missing member, or
     :class:`PoolError` if the members were trained with different recipes."""
+    check_pool_args(archs, n_models)
     if int(epoch) == 0:
         return UNTRAINED
     base = resolve_pool_root(root)
     found: dict[str, str] = {}
     for arch in archs:
         for seed in range(n_models):
-            log = _read_log(MemberSpec(source, arch, seed).directory(base))
+            log = read_log(MemberSpec(source, arch, seed).directory(base))
             if log is None:
                 raise MissingPoolError(
                     f"pool {source} has no member {arch}/seed{seed} under {base}; create it "
@@ -214,32 +165,6 @@ def write_initial_checkpoint(member: MemberSpec, root: str | Path | None = None)
     return path
 
 
-def _read_log(directory: Path) -> MemberLog | None:
-    path = directory / "log.json"
-    if not path.is_file():
-        return None
-    raw = json.loads(path.read_text())
-    return MemberLog(recipe=raw["recipe"], epochs=raw["epochs"])
-
-
-def read_member_log(member: MemberSpec, root: str | Path | None = None) -> MemberLog | None:
-    """The training log of ``member`` under the pool root, or ``None`` before its first epoch."""
-    return _read_log(member.directory(resolve_pool_root(root)))
-
-
-def safe_load(path: Path, map_location: str | torch.device = "cpu") -> dict:
-    """Load a checkpoint with ``weights_only=True``; refuse pickle payloads with a clear error."""
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise PoolError(
-            f"refused to load {path}: it carries a pickle payload beyond tensors and plain "
-            f"containers (weights_only=True rejected it: {str(error).splitlines()[0]})"
-        ) from None
-    except (RuntimeError, EOFError) as error:
-        raise PoolError(f"cannot read checkpoint {path}: {error}") from None
-
-
 def train_member(
     spec: MemberSpec,
     *,
@@ -254,6 +179,8 @@ def train_member(
     """
     from .models import list_models
 
+    validate_recipe(spec.recipe)
+    resolve_device(device)
     get_info(spec.source)  # unknown names fail here, before anything is written
     if spec.arch not in list_models():
         raise ValueError(f"unknown model {spec.arch!r}; valid: {', '.join(list_models())}")
@@ -263,27 +190,73 @@ def train_member(
         return _train_member_locked(spec, directory, data_root, device, progress)
 
 
+def _name(spec: MemberSpec) -> str:
+    return f"{spec.source}/{spec.arch}/seed{spec.seed}"
+
+
+def _refuse(spec: MemberSpec, directory: Path, problems: list[str]) -> PoolError:
+    return PoolError(
+        f"pool member {_name(spec)} in {directory} is inconsistent: {'; '.join(problems)}. "
+        f"Delete that folder and rerun pretrain to retrain it (or choose another --pool-root)"
+    )
+
+
+def _write_log(directory: Path, log: MemberLog) -> None:
+    atomic_write_text(
+        directory / "log.json", json.dumps({"recipe": log.recipe, "epochs": log.epochs}, indent=1)
+    )
+
+
+def _reconcile(spec: MemberSpec, directory: Path, key: dict, log: MemberLog | None) -> tuple:
+    """Bring log.json and resume.pt to one epoch; return (log, resume state or None)."""
+    path = directory / "resume.pt"
+    state = safe_load(path) if path.is_file() else None
+    if state is None:
+        if log is not None and log.completed < spec.recipe.epochs and log.completed:
+            raise _refuse(spec, directory, [f"log.json records {log.completed} epochs but "
+                                            f"resume.pt, needed to continue, is missing"])
+        return log or MemberLog(recipe=key), None
+    if not isinstance(state, dict) or "model" not in state:
+        raise _refuse(spec, directory, [f"{path} is not a ptmdd resume state"])
+    recipe_file = directory / "recipe.json"
+    made_with = state.get("recipe") or (json.loads(recipe_file.read_text())
+                                        if recipe_file.is_file() else key)
+    if made_with != key:
+        raise _refuse(spec, directory, [f"resume.pt holds a member trained with a different "
+                                        f"recipe ({made_with})"])
+    log = log or MemberLog(recipe=key)
+    epoch, entry = state.get("epoch"), state.get("entry")
+    if epoch == log.completed + 1 and isinstance(entry, dict) and entry.get("epoch") == epoch:
+        log.epochs.append(entry)  # the crash fell between resume.pt and log.json
+        _write_log(directory, log)
+    elif epoch != log.completed:
+        raise _refuse(spec, directory, [f"resume.pt is at epoch {epoch} but log.json records "
+                                        f"{log.completed} epochs"])
+    return log, state
+
+
 def _train_member_locked(
     spec: MemberSpec, directory: Path, data_root: str | Path | None, device: str, progress: bool
 ) -> MemberLog:
-    key = _recipe_key(spec)
-    log = _read_log(directory)
-    if log is not None and log.recipe != key:
-        raise PoolError(
-            f"{directory} holds a member trained with a different recipe ({log.recipe}); "
-            f"choose another --pool-root or delete that folder"
-        )
-    if log is not None and log.completed >= spec.recipe.epochs:
+    key = recipe_key(spec)
+    log = read_log(directory)
+    if log is not None and log_problems(spec, log):
+        raise _refuse(spec, directory, log_problems(spec, log))
+    log, state = _reconcile(spec, directory, key, log)
+    problems = checkpoint_problems(spec, directory, log.completed)
+    if problems:
+        raise _refuse(spec, directory, problems)
+    if log.completed >= spec.recipe.epochs:
         return log
     data = load_dataset(spec.source, data_root)
     torch_device = resolve_device(device)
     model = build_member_model(spec.arch, spec.source, spec.seed).to(torch_device)
     directory.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(directory / "recipe.json", json.dumps(key, indent=2))
+    recipe_file = directory / "recipe.json"
+    if not recipe_file.is_file() or json.loads(recipe_file.read_text()) != key:
+        atomic_write_text(recipe_file, json.dumps(key, indent=2))
     optimizer, scheduler = make_optimizer(model, spec.recipe)
-    log = log or MemberLog(recipe=key)
-    if log.completed:
-        state = safe_load(directory / "resume.pt", map_location=torch_device)
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -291,8 +264,7 @@ def _train_member_locked(
     test_x, test_y = data.test_images.to(torch_device), data.test_labels.to(torch_device)
     bar = tqdm(
         range(log.completed + 1, spec.recipe.epochs + 1), disable=not progress,
-        desc=f"{spec.source}/{spec.arch}/seed{spec.seed}", unit="epoch",
-        initial=log.completed, total=spec.recipe.epochs,
+        desc=_name(spec), unit="epoch", initial=log.completed, total=spec.recipe.epochs,
     )
     for epoch in bar:
         start = time.perf_counter()
@@ -301,23 +273,32 @@ def _train_member_locked(
             model, optimizer, train_x, train_y, spec.recipe.batch_size, generator
         ))
         scheduler.step()
+        bad = nonfinite_tensors(model.state_dict())
+        if bad or not math.isfinite(loss):
+            lr = spec.recipe.lr
+            raise PoolError(
+                f"pool member {_name(spec)} diverged in epoch {epoch}: its "
+                f"{'weights (' + ', '.join(bad[:3]) + ')' if bad else 'training loss'} became "
+                f"non-finite with --lr {lr:g}; nothing of that epoch was written and the member "
+                f"is not complete. Delete {directory} and rerun pretrain with a lower --lr "
+                f"(e.g. --lr {lr / 10:g})"
+            )
         test_acc = accuracy(model, test_x, test_y)
-        seconds = time.perf_counter() - start
         entry = {
             "epoch": epoch, "train_loss": loss, "train_acc": train_acc, "test_acc": test_acc,
-            "seconds": seconds, "lr": optimizer.param_groups[0]["lr"],
+            "seconds": time.perf_counter() - start, "lr": optimizer.param_groups[0]["lr"],
         }
+        # the write order that no crash can make diverge (see the module docstring)
         if spec.keeps(epoch):
             _save_epoch_checkpoint(model, spec, epoch, test_acc, directory / f"epoch_{epoch}.pt")
         atomic_torch_save(
             {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-             "scheduler": scheduler.state_dict(), "epoch": epoch},
+             "scheduler": scheduler.state_dict(), "epoch": epoch, "entry": entry, "recipe": key},
             directory / "resume.pt",
         )
         log.epochs.append(entry)
-        atomic_write_text(
-            directory / "log.json", json.dumps({"recipe": log.recipe, "epochs": log.epochs}, indent=1)
-        )
+        _write_log(directory, log)
+        record_computed()
         bar.set_postfix(test_acc=f"{test_acc:.3f}")
     return log
 
@@ -335,6 +316,8 @@ def train_pool(
     progress: bool = True,
 ) -> dict[tuple[str, int], MemberLog]:
     """Train ``num_models`` members (seeds 0 … n−1) of each architecture; complete ones are skipped."""
+    check_pool_args(archs, num_models, "num_models")
+    validate_recipe(recipe)
     logs = {}
     for arch in archs:
         for seed in range(num_models):
@@ -385,8 +368,24 @@ def load_member(
         raise PoolError(
             f"{path} does not fit architecture {arch} for {source}: {str(error).splitlines()[0]}"
         ) from None
+    bad = nonfinite_tensors(checkpoint["state_dict"])
+    if bad:
+        raise PoolError(
+            f"refused to load {path}: its weights ({', '.join(bad[:3])}) hold NaN or infinite "
+            f"values (the member diverged or the file is damaged). Delete {directory} and retrain "
+            f"it with: {pretrain_command(source, [arch], seed + 1, max(epoch, 1), root)} (with a "
+            f"lower --lr if it diverged)"
+        )
     model.eval().requires_grad_(False)
     return model.to(resolve_device(device))
+
+
+def _has_epoch(directory: Path, epoch: int) -> bool:
+    """Whether the checkpoint of ``epoch`` is on disk and the log records that epoch."""
+    if not (directory / f"epoch_{epoch}.pt").is_file():
+        return False
+    log = read_log(directory)
+    return log is not None and log.completed >= epoch
 
 
 def load_pool(
@@ -404,12 +403,10 @@ def load_pool(
     Epoch 0 (the untrained initializations) is written on demand. ``identity`` (a
     :func:`recipe_identity`), when given, must be that of every member's recipe (:func:`check_identity`).
     """
+    check_pool_args(archs, n_models)
     base = resolve_pool_root(root)
-    missing = [
-        (arch, seed) for arch in archs for seed in range(n_models)
-        if epoch != 0 and
-        not (MemberSpec(source, arch, seed).directory(base) / f"epoch_{epoch}.pt").is_file()
-    ]
+    missing = [(arch, seed) for arch in archs for seed in range(n_models)
+               if epoch != 0 and not _has_epoch(MemberSpec(source, arch, seed).directory(base), epoch)]
     if missing:
         listed = ", ".join(f"{a}/seed{s}" for a, s in missing)
         raise MissingPoolError(
@@ -430,7 +427,7 @@ def load_pool(
 def member_log(source: str, arch: str, seed: int, root: str | Path | None = None) -> MemberLog:
     """Return the training log of a member (its per-epoch test accuracy, times)."""
     directory = MemberSpec(source, arch, seed).directory(resolve_pool_root(root))
-    log = _read_log(directory)
+    log = read_log(directory)
     if log is None:
         raise MissingPoolError(
             f"no log under {directory}; create it with: "
@@ -439,18 +436,43 @@ def member_log(source: str, arch: str, seed: int, root: str | Path | None = None
     return log
 
 
+def ptm_epoch(requested: int | str | None, final: int, keep_epochs: Sequence[int] | None = None) -> int:
+    """The checkpoint epoch ``requested`` names: ``None``/``"final"`` is ``final`` (the recipe's
+    epochs), 0 the untrained initialization, else an epoch in 1 … final that the pool keeps."""
+    if requested in (None, "final"):
+        return int(final)
+    epoch = int(requested)
+    if not 0 <= epoch <= final:
+        raise PoolError(f"PTM epoch {epoch} is outside 0 … {final} (0: untrained, {final}: the "
+                        "end of the pool's recipe); ask for an epoch within it or train the pool "
+                        "longer (ptmdd pretrain --epochs, or pool.recipe.epochs in a profile)")
+    if keep_epochs is not None and epoch not in (*keep_epochs, 0, final):
+        raise PoolError(f"PTM epoch {epoch} is not among the pool's kept epochs "
+                        f"{sorted(keep_epochs)}; ask for one of them or add it to keep_epochs")
+    return epoch
+
+
 def final_epoch(
     source: str, archs: Sequence[str], n_models: int, root: str | Path | None = None
 ) -> int:
-    """The last epoch that every member 0 … n−1 of every architecture has completed."""
+    """The pool's final epoch when no recipe says it (the CLI): the epoch every member has
+    completed. They must agree: members trained to different lengths raise :class:`PoolError`."""
+    check_pool_args(archs, n_models)
     try:
-        return min(
-            member_log(source, arch, seed, root).completed
-            for arch in archs for seed in range(n_models)
-        )
+        logs = {f"{arch}/seed{seed}": member_log(source, arch, seed, root)
+                for arch in archs for seed in range(n_models)}
     except MissingPoolError:
         raise MissingPoolError(
             f"pool {source} ({', '.join(archs)}, {n_models} per architecture) is not under "
             f"{resolve_pool_root(root)}; create it with: "
             f"{pretrain_command(source, archs, n_models, PAPER_POOL_RECIPE.epochs, root)}"
         ) from None
+    completed = {name: log.completed for name, log in logs.items()}
+    if len(set(completed.values())) > 1:
+        final = max(completed.values())
+        raise PoolError(
+            f"the members of pool {source} have completed different numbers of epochs "
+            f"({', '.join(f'{m}: {e}' for m, e in completed.items())}), so its final epoch is "
+            f"ambiguous; give --pool-epoch, or finish them with: "
+            f"{pretrain_command(source, archs, n_models, final, root)} (it resumes)")
+    return next(iter(completed.values()))
