@@ -29,6 +29,43 @@ def _int_csv(text: str) -> list[int]:
     return [int(part) for part in _csv(text)]
 
 
+# What each integer option's smallest value means where "at least N" alone would not say the fix.
+_OPTION_FIXES = {
+    "pool_epoch": "give 0 (the untrained initializations) or a positive epoch the pool has "
+                  "trained to, or leave --pool-epoch out for the pool's last epoch",
+    "seed": "the replicate index is 0, 1, 2, …",
+    "iterations": "a distillation needs at least one iteration",
+    "checkpoint_every": "the number of iterations between resumable checkpoints",
+}
+
+
+def check_options(args: argparse.Namespace, **minimums: int) -> None:
+    """Raise ``ValueError`` naming the option for an integer option given below its minimum
+    (options left at ``None`` are not checked)."""
+    from .checks import check_int
+
+    for dest, minimum in minimums.items():
+        value = getattr(args, dest, None)
+        if value is not None:
+            check_int(value, f"--{dest.replace('_', '-')}", minimum=minimum,
+                      fix=_OPTION_FIXES.get(dest, ""))
+
+
+def check_evaluation_options(args: argparse.Namespace, method: str):
+    """Check --eval-* and --device before anything is computed; return the protocol."""
+    from .checks import check_models
+    from .evaluate import protocol_for
+    from .training import resolve_device
+
+    resolve_device(args.device)
+    check_options(args, eval_nets=1, eval_epochs=1)
+    if args.eval_archs:
+        check_models(args.eval_archs, "--eval-archs")
+    overrides = {"epochs": args.eval_epochs, "augment": args.eval_augment,
+                 "precision": args.eval_precision}
+    return protocol_for(method, **{k: v for k, v in overrides.items() if v is not None})
+
+
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
     """Add ``--device auto|cpu|cuda``."""
     parser.add_argument(
@@ -87,9 +124,9 @@ def _pretrain(parser: argparse.ArgumentParser):
     add_device_argument(parser)
 
     def run(args: argparse.Namespace) -> int:
-        from .pools import TrainRecipe, resolve_pool_root, train_pool
+        from .pools import pool_recipe, resolve_pool_root, train_pool
 
-        recipe = TrainRecipe(
+        recipe = pool_recipe(  # validates: a bad value is an error naming the flag, exit 2
             epochs=args.epochs, lr=args.lr, momentum=args.momentum,
             weight_decay=args.weight_decay, batch_size=args.batch_size,
             milestones=tuple(args.milestones),
@@ -117,6 +154,9 @@ def add_location_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pool-root", default=None, help="default: $PTMDD_POOLS or ./runs/pools")
     parser.add_argument("--store", default=None, help="run store; default: $PTMDD_RUNS or ./runs/store")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--recompute", action="store_true",
+                        help="a stored run that fails verification (see `ptmdd runs check`) is "
+                             "moved to <store>/.quarantine/ and computed again")
     add_device_argument(parser)
 
 
@@ -126,19 +166,20 @@ def _workspace(args: argparse.Namespace):
 
     return Workspace(RunStore(args.store), data_root=args.data_root, pool_root=args.pool_root,
                      device=args.device, progress=not args.quiet,
-                     checkpoint_every=getattr(args, "checkpoint_every", 50))
+                     checkpoint_every=getattr(args, "checkpoint_every", 50),
+                     recompute=getattr(args, "recompute", False))
 
 
 def _evaluate_and_print(subject, args: argparse.Namespace, workspace) -> None:
-    from .evaluate import protocol_for
     from .runs import EvaluationSpec, evaluation_run
 
     method = subject.method if hasattr(subject, "method") else "DC"
-    overrides = {"epochs": args.eval_epochs, "augment": args.eval_augment,
-                 "precision": args.eval_precision}
-    protocol = protocol_for(method, **{k: v for k, v in overrides.items() if v is not None})
-    for arch in args.eval_archs or [getattr(subject, "model", "ConvNet")]:
-        run = evaluation_run(EvaluationSpec(subject, arch, args.eval_nets, protocol), workspace)
+    protocol = check_evaluation_options(args, method)
+    specs = [EvaluationSpec(subject, arch, args.eval_nets, protocol)  # all checked before any runs
+             for arch in args.eval_archs or [getattr(subject, "model", "ConvNet")]]
+    for spec in specs:
+        arch = spec.arch
+        run = evaluation_run(spec, workspace)
         summary = run.metrics["summary"]
         seconds = sum(row["seconds"] for row in run.metrics["rows"])
         precision = "" if protocol.precision == "fp32" else f", {protocol.precision}"
@@ -187,7 +228,8 @@ def _distill(parser: argparse.ArgumentParser):
                         help="pool architectures, comma separated (default ConvNet)")
     parser.add_argument("--pool-size", type=int, default=1, help="members per architecture")
     parser.add_argument("--pool-epoch", type=int, default=None,
-                        help="checkpoint epoch (default: the last epoch the pool has)")
+                        help="checkpoint epoch; 0: the untrained initializations (default: the epoch "
+                             "every member has completed)")
     parser.add_argument("--source", default=None, help="dataset of the PTMs (default: target)")
     parser.add_argument("--alphas", default="100",
                         help="α, one value or one per pool architecture (default 100)")
@@ -203,21 +245,38 @@ def _distill(parser: argparse.ArgumentParser):
     def run(args: argparse.Namespace) -> int:
         from dataclasses import replace
 
+        from .checks import check_models, check_number
+        from .data import get_info
         from .distill import make_spec
         from .guidance import DEFAULT_CCLOM_REAL_BATCH, GuidanceSpec, parse_alphas, validate_guidance
-        from .pools import final_epoch, stored_identity
+        from .pools import final_epoch, ptm_epoch, stored_identity
         from .runs import distill_run
 
+        # every option is checked before the store, the pools or the data are touched
+        check_options(args, ipc=1, iterations=1, batch_real=1, outer_loop=1, inner_loop=1,
+                      seed=0, pool_size=1, pool_epoch=0, cclom_batch=1, checkpoint_every=1)
+        for dest in ("lr_img", "lr_net"):
+            if getattr(args, dest) is not None:
+                check_number(getattr(args, dest), f"--{dest.replace('_', '-')}", positive=True)
+        get_info(args.dataset)
+        check_models([args.model], "--model")
+        check_evaluation_options(args, args.method)
         guidance = None
         if args.clom or args.cclom:
             source = args.source or args.dataset
-            epoch = args.pool_epoch
+            get_info(source)
+            if not args.pool:
+                raise ValueError("--pool needs at least one architecture, e.g. --pool ConvNet")
+            check_models(args.pool, "--pool")
+            alphas = parse_alphas(args.alphas, "--alphas")
+            epoch = args.pool_epoch  # None: the pool's final epoch (one resolver, pools.ptm_epoch)
             if epoch is None:
-                epoch = final_epoch(source, tuple(args.pool), args.pool_size, args.pool_root)
+                epoch = ptm_epoch(None, final_epoch(source, tuple(args.pool), args.pool_size,
+                                                    args.pool_root))
             guidance = GuidanceSpec(
                 kind="clom" if args.clom else "cclom", source=source, archs=tuple(args.pool),
                 n_models=args.pool_size, epoch=epoch,
-                alphas=parse_alphas(args.alphas),
+                alphas=alphas,
                 real_batch=args.cclom_batch or DEFAULT_CCLOM_REAL_BATCH, ptm_only=args.ptm_only,
             )
             validate_guidance(guidance, args.dataset)
@@ -256,12 +315,19 @@ def _evaluate(parser: argparse.ArgumentParser):
     add_location_arguments(parser)
 
     def run(args: argparse.Namespace) -> int:
+        from .data import get_info
         from .distill import DistillSpec
         from .runs import RealSubsetSpec, WholeDatasetSpec, spec_from_dict
 
+        check_options(args, seed=0)
         workspace = _workspace(args)
         if args.random_real:
-            subject = RealSubsetSpec(args.random_real[0], int(args.random_real[1]), args.seed)
+            dataset, ipc = args.random_real
+            get_info(dataset)
+            if not ipc.isdigit() or int(ipc) < 1:
+                raise ValueError(f"--random-real expects DATASET IPC with IPC a whole number ≥ 1 "
+                                 f"(images per class), got {ipc!r}")
+            subject = RealSubsetSpec(dataset, int(ipc), args.seed)
         elif args.whole:
             subject = WholeDatasetSpec(args.whole)
         elif args.run:
@@ -276,17 +342,21 @@ def _evaluate(parser: argparse.ArgumentParser):
     return run
 
 
-@command("runs", "list stored runs, or show one")
+@command("runs", "list stored runs, show one, or check (and seal) what the store serves")
 def _runs(parser: argparse.ArgumentParser):
-    parser.add_argument("action", choices=("list", "show"), nargs="?", default="list")
-    parser.add_argument("run", nargs="?", default=None, help="run id or path (for show)")
+    parser.add_argument("action", choices=("list", "show", "check"), nargs="?", default="list")
+    parser.add_argument("run", nargs="?", default=None,
+                        help="run id or path (show; check: only this run)")
     parser.add_argument("--kind", default=None, help="distill or evaluation")
     parser.add_argument("--store", default=None, help="default: $PTMDD_RUNS or ./runs/store")
+    parser.add_argument("--seal", action="store_true",
+                        help="check: write checksums into legacy runs (after loading each .pt)")
 
     def run(args: argparse.Namespace) -> int:
         import json
+        import warnings
 
-        from .store import RunStore
+        from .store import STATUSES, RunStore
 
         store = RunStore(args.store)
         if args.action == "show":
@@ -295,9 +365,27 @@ def _runs(parser: argparse.ArgumentParser):
             found = store.load(args.run)
             print(json.dumps({"id": found.id, "path": str(found.path), "spec": found.spec,
                               "metrics": {k: v for k, v in found.metrics.items()
-                                          if k != "loss_history"}}, indent=2))
+                                          if k != "loss_history"},
+                              "checksums": "legacy (none)" if found.legacy else "recorded"},
+                             indent=2))
             return 0
-        for found in store.runs(args.kind):
+        if args.action == "check":
+            checks = ([store.check_run(args.run, seal=args.seal)] if args.run
+                      else store.check(args.kind, seal=args.seal))
+            for item in checks:
+                if item.status in ("legacy", "failed") or args.run:
+                    print(f"{item.id}  {item.status}: {item.message()}")
+            counts = {s: sum(c.status == s for c in checks) for s in STATUSES}
+            print(f"{len(checks)} run folders in {store.root}: "
+                  + ", ".join(f"{n} {s}" for s, n in counts.items()))
+            return 1 if counts["legacy"] or counts["failed"] else 0
+        store.require()
+        with warnings.catch_warnings(record=True) as skipped:
+            warnings.simplefilter("always")
+            found_runs = store.runs(args.kind)
+        for warning in skipped:
+            print(f"ptmdd runs: warning: {warning.message}", file=sys.stderr)
+        for found in found_runs:
             summary = found.metrics.get("summary")
             extra = (f"{plus_minus(summary['mean'], summary.get('std'), summary['n'])} %"
                      if summary else f"loss {found.metrics.get('final_loss')}")
@@ -336,7 +424,7 @@ def _study(parser: argparse.ArgumentParser):
                            workers=args.workers, overrides=args.overrides,
                            verbose=not args.quiet)
         print(f"study {args.profile}: {len(result['notebooks'])} notebooks in "
-              f"{result['seconds']:.0f} s ({len(result['results'])} tasks computed); "
+              f"{result['seconds']:.0f} s (tasks: {result['counts']}); "
               f"index {result['index']}")
         return 0
 

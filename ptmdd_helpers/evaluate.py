@@ -51,6 +51,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .augment import DSAConfig, augment_per_sample
+from .checks import check_int, check_number
 from .data import LoadedDataset
 from .ensemble import Ensemble, ensemble_support
 from .models import create_model, list_models
@@ -92,16 +93,15 @@ class EvalProtocol:
     precision: str = added_field("fp32")  # "fp32" | "bf16" (opt-in mixed precision, training.py)
 
     def __post_init__(self) -> None:
-        if self.augment not in AUGMENTS:
-            raise ValueError(f"unknown augment {self.augment!r}; valid: {', '.join(AUGMENTS)}")
+        if self.augment not in AUGMENTS:  # the fields' names in the messages (and the options)
+            raise ValueError(f"unknown augment {self.augment!r} (EvalProtocol augment, "
+                             f"--eval-augment); valid: {', '.join(AUGMENTS)}")
         check_precision(self.precision)
-        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
-            raise ValueError(f"evaluation epochs must be an int >= 1, got {self.epochs!r}")
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) \
-                or self.batch_size < 1:
-            raise ValueError(f"evaluation batch_size must be an int >= 1, got {self.batch_size!r}")
-        if not self.lr > 0:
-            raise ValueError(f"evaluation lr must be > 0, got {self.lr!r}")
+        check_int(self.epochs, "EvalProtocol epochs (--eval-epochs)", minimum=1)
+        check_int(self.batch_size, "EvalProtocol batch_size", minimum=1)
+        check_number(self.lr, "EvalProtocol lr", positive=True)
+        check_number(self.momentum, "EvalProtocol momentum", minimum=0)
+        check_number(self.weight_decay, "EvalProtocol weight_decay", minimum=0)
 
     def recipe(self) -> TrainRecipe:
         """The training recipe: lr × 0.1 at epoch ``epochs // 2`` (no decay if epochs < 2)."""
@@ -118,7 +118,7 @@ def protocol_for(method: str, **overrides: object) -> EvalProtocol:
 
     ``method`` is case-insensitive; unknown methods or field names raise ``ValueError``.
     """
-    key = method.upper()
+    key = str(method).upper()
     if key not in METHOD_DEFAULTS:
         raise ValueError(f"unknown method {method!r}; valid: {', '.join(METHOD_DEFAULTS)}")
     names = {f.name for f in fields(EvalProtocol)}

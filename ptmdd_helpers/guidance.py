@@ -12,6 +12,7 @@ from an explicit generator; α is one value or one per architecture (that of the
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checks import check_bool, check_int, check_models, check_names, is_number
 from .data import LoadedDataset, get_info
 from .pools import PAPER_POOL_RECIPE, UNTRAINED, load_pool, recipe_identity
 
@@ -46,6 +48,7 @@ class GuidanceSpec:
     pool_recipe: str = PAPER_POOL_IDENTITY
 
     def __post_init__(self) -> None:
+        check_guidance_values(self)
         if self.epoch == 0:  # the untrained initializations: no recipe made them
             object.__setattr__(self, "pool_recipe", UNTRAINED)
 
@@ -54,19 +57,40 @@ class GuidanceSpec:
         return self.alphas[0] if len(self.alphas) == 1 else self.alphas[self.archs.index(arch)]
 
 
+def check_guidance_values(spec: GuidanceSpec) -> None:
+    """Raise ``ValueError`` for a field of the wrong type or range (run at construction)."""
+    if spec.kind not in KINDS:
+        raise ValueError(f"unknown guidance {spec.kind!r}; GuidanceSpec kind must be one of "
+                         f"{', '.join(KINDS)} (--clom or --cclom)")
+    if not isinstance(spec.source, str) or not spec.source:
+        raise ValueError(f"GuidanceSpec source must be the name of the PTMs' dataset (--source), "
+                         f"got {spec.source!r}")
+    check_names(spec.archs, "GuidanceSpec archs (the pool architectures)")
+    check_int(spec.n_models, "GuidanceSpec n_models (members per architecture, --pool-size)",
+              minimum=1)
+    check_int(spec.epoch, "GuidanceSpec epoch (the PTM checkpoint, --pool-epoch)", minimum=0,
+              fix="give 0 (the untrained initializations) or a positive epoch the pool has")
+    if isinstance(spec.alphas, str) or not isinstance(spec.alphas, (list, tuple)) \
+            or not spec.alphas or not all(map(is_number, spec.alphas)):
+        raise ValueError(f"GuidanceSpec alphas must be a tuple of finite numbers, one α or one "
+                         f"per pool architecture (--alphas), e.g. (100.0,); got {spec.alphas!r}")
+    check_int(spec.real_batch, "GuidanceSpec real_batch (CCLoM's real images, --cclom-batch)",
+              minimum=1)
+    check_bool(spec.ptm_only, "GuidanceSpec ptm_only")
+    if not isinstance(spec.pool_recipe, str) or not spec.pool_recipe:
+        raise ValueError(f"GuidanceSpec pool_recipe must be a pool identity string "
+                         f"(pools.recipe_identity), got {spec.pool_recipe!r}")
+
+
 def validate_guidance(spec: GuidanceSpec, target: str) -> None:
     """Raise ``ValueError`` for an unusable guidance spec (kind, α count, label spaces, sizes)."""
-    if spec.kind not in KINDS:
-        raise ValueError(f"unknown guidance {spec.kind!r}; valid: {', '.join(KINDS)}")
-    if not spec.archs:
-        raise ValueError("the guidance pool needs at least one architecture")
+    check_guidance_values(spec)
+    check_models(spec.archs, "the guidance pool (--pool)")
     if len(spec.alphas) not in (1, len(spec.archs)):
         raise ValueError(
             f"{len(spec.alphas)} α values for {len(spec.archs)} pool architectures "
             f"({', '.join(spec.archs)}): give one α, or one per architecture"
         )
-    if spec.n_models < 1:
-        raise ValueError("the guidance pool needs at least one model per architecture")
     if spec.epoch != 0 and spec.pool_recipe == UNTRAINED:
         raise ValueError(
             f"pool_recipe {UNTRAINED!r} names the untrained pool (epoch 0), but PTM epoch "
@@ -158,8 +182,19 @@ def cclom_loss(
     return (mask * distance).sum() / distance.sum()
 
 
-def parse_alphas(text: str | Sequence[float]) -> tuple[float, ...]:
-    """Parse ``"100"`` or ``"5000,5000,100"`` into a tuple of floats."""
-    if isinstance(text, str):
-        return tuple(float(part) for part in text.split(",") if part.strip())
-    return tuple(float(a) for a in text)
+def parse_alphas(text: str | Sequence[float], name: str = "--alphas") -> tuple[float, ...]:
+    """Parse ``"100"`` or ``"5000,5000,100"`` into a tuple of floats; else ``ValueError``
+    (``name`` names the option or argument in its message)."""
+    parts = ([part.strip() for part in text.split(",") if part.strip()]
+             if isinstance(text, str) else text)
+    try:
+        alphas = tuple(float(part) for part in parts)
+    except (TypeError, ValueError):
+        alphas = ()
+    if not alphas or isinstance(text, bool) or not all(map(math.isfinite, alphas)) or any(
+            isinstance(part, bool) for part in parts):
+        raise ValueError(
+            f"{name} expects a number or comma-separated numbers, one per pool architecture "
+            f"(e.g. 100 or 5000,5000,100); got {text!r}"
+        )
+    return alphas

@@ -19,8 +19,15 @@ from pathlib import Path
 
 import torch
 
+from .checks import check_bool, check_int
 from .data import LoadedDataset, load_dataset
-from .distill import DistillationDiverged, DistillSpec, distill, real_subset_generator
+from .distill import (
+    DistillationDiverged,
+    DistillSpec,
+    check_spec,
+    distill,
+    real_subset_generator,
+)
 from .evaluate import (
     EvalProtocol,
     evaluate_images,
@@ -31,7 +38,7 @@ from .evaluate import (
 from .guidance import Guidance, GuidanceSpec
 from .models import list_models
 from .store import Run, RunContext, RunError, RunStore
-from .training import resolve_device
+from .training import check_device, resolve_device
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,10 @@ class RealSubsetSpec:
     dataset: str
     ipc: int
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_int(self.ipc, "RealSubsetSpec ipc (images per class)", minimum=1)
+        check_int(self.seed, "RealSubsetSpec seed (the replicate index)", minimum=0)
 
 
 @dataclass(frozen=True)
@@ -61,6 +72,18 @@ class EvaluationSpec:
     arch: str
     n_nets: int
     protocol: EvalProtocol
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.subject, (DistillSpec, RealSubsetSpec, WholeDatasetSpec)):
+            raise ValueError(f"EvaluationSpec subject must be a DistillSpec, RealSubsetSpec or "
+                             f"WholeDatasetSpec, got {type(self.subject).__name__}")
+        if not isinstance(self.arch, str):
+            raise ValueError(f"EvaluationSpec arch must be an architecture name, got {self.arch!r}")
+        check_int(self.n_nets, "EvaluationSpec n_nets (evaluation networks, --eval-nets)",
+                  minimum=1)
+        if not isinstance(self.protocol, EvalProtocol):
+            raise ValueError(f"EvaluationSpec protocol must be an EvalProtocol (evaluate."
+                             f"protocol_for), got {type(self.protocol).__name__}")
 
 
 SPEC_CLASSES = {
@@ -95,6 +118,23 @@ class Workspace:
     device: str = "auto"
     progress: bool = True
     checkpoint_every: int = 50
+    recompute: bool = False  # move a stored run failing verification aside and compute it again
+
+    def __post_init__(self) -> None:
+        """Take a folder (str or Path) as the store; refuse values of the wrong type or range."""
+        if isinstance(self.store, (str, Path)):
+            self.store = RunStore(self.store)
+        if not isinstance(self.store, RunStore):
+            raise ValueError(f"Workspace store must be a RunStore or a folder (str or Path), "
+                             f"got {type(self.store).__name__} ({self.store!r})")
+        for name in ("data_root", "pool_root"):
+            if not isinstance(getattr(self, name), (str, Path, type(None))):
+                raise ValueError(f"Workspace {name} must be a folder (str or Path) or None, got "
+                                 f"{getattr(self, name)!r}")
+        check_device(self.device)
+        check_bool(self.progress, "Workspace progress")
+        check_int(self.checkpoint_every, "--checkpoint-every (Workspace checkpoint_every, "
+                  "iterations between checkpoints)", minimum=1)
 
     def dataset(self, name: str) -> LoadedDataset:
         """Load ``name`` from this workspace's data root."""
@@ -103,6 +143,7 @@ class Workspace:
 
 def distill_run(spec: DistillSpec, workspace: Workspace) -> Run:
     """Return the stored distillation for ``spec``, computing (or resuming) it if needed."""
+    check_spec(spec, "distill_run")  # before the store, the data or the pool is touched
     existing = workspace.store.get(spec)
     if existing is not None:
         return existing
@@ -141,7 +182,8 @@ def distill_run(spec: DistillSpec, workspace: Workspace) -> Run:
             "distill_seconds": result["seconds"],
         }
 
-    return workspace.store.get_or_compute(spec, compute, device=str(device))
+    return workspace.store.get_or_compute(spec, compute, device=str(device),
+                                          recompute=workspace.recompute)
 
 
 def training_set(subject: Subject, workspace: Workspace) -> tuple[torch.Tensor, torch.Tensor]:
@@ -184,4 +226,5 @@ def evaluation_run(spec: EvaluationSpec, workspace: Workspace) -> Run:
         ctx.add_timing("evaluate_seconds", sum(row["seconds"] for row in rows))
         return {"rows": rows, "summary": summarize(rows)[spec.arch]}
 
-    return workspace.store.get_or_compute(spec, compute, device=str(device))
+    return workspace.store.get_or_compute(spec, compute, device=str(device),
+                                          recompute=workspace.recompute)

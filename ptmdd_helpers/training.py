@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -72,14 +73,40 @@ class TrainRecipe:
             raise ValueError(f"invalid training recipe {self}")
 
 
+DEVICES = "auto, cpu, cuda, cuda:N (N a GPU index) or mps"
+_DEVICE_NAME = re.compile(r"(auto|cpu|mps|cuda(:\d+)?)")
+
+
+def check_device(device: object) -> None:
+    """Raise ``ValueError`` unless ``device`` names a device (:data:`DEVICES`) or is a
+    ``torch.device``; whether it is present here is checked by :func:`resolve_device`."""
+    if isinstance(device, torch.device):
+        return
+    if not isinstance(device, str) or not _DEVICE_NAME.fullmatch(device):
+        raise ValueError(f"unknown device {device!r}; --device (or device=) must be {DEVICES}")
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """Map ``auto`` to CUDA when available (else CPU); refuse ``cuda`` when there is none."""
+    """Map ``auto`` to CUDA when available (else CPU); refuse a device that is not here.
+
+    Unknown names raise ``ValueError`` listing the valid ones (:data:`DEVICES`).
+    """
+    check_device(device)
     if isinstance(device, torch.device):
         return device
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for, but torch sees no CUDA device here")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {device} was asked for, but torch sees no CUDA device "
+                             "here; use --device cpu (or auto)")
+        index, count = int(device.partition(":")[2] or 0), torch.cuda.device_count()
+        if index >= count:
+            raise ValueError(f"--device {device} was asked for, but torch sees {count} CUDA "
+                             f"device(s) here (cuda:0 … cuda:{count - 1}); use one of those")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("--device mps was asked for, but torch sees no MPS device here; "
+                         "use --device cpu (or auto)")
     return torch.device(device)
 
 

@@ -49,3 +49,17 @@ def test_evaluate_in_bf16_is_its_own_stored_run(tmp_path, capsys):
     assert "augment none): " in out and "augment none, bf16): " in out
     specs = [json.loads(p.read_text()) for p in tmp_path.glob("evaluation-*/spec.json")]
     assert sorted(s["protocol"].get("precision", "fp32") for s in specs) == ["bf16", "fp32"]
+
+
+def test_a_bad_option_leaves_no_orphan_run_directory(tmp_path):
+    # the whole table of bad options is in test_bad_input.py; this one runs the real process
+    result = subprocess.run(
+        [sys.executable, "-m", "ptmdd_helpers.cli", "distill", "--dataset", "Digits", "--method",
+         "DC", "--ipc", "1", "--iterations", "2", "--checkpoint-every", "0", "--no-eval",
+         "--store", str(tmp_path / "store"), "--pool-root", str(tmp_path / "pools"), "--quiet"],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 2
+    assert "--checkpoint-every must be an integer ≥ 1, got 0" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not any(tmp_path.iterdir())

@@ -25,6 +25,7 @@ from .spec import (
     LOOPS_BY_IPC,
     METHODS,
     DistillSpec,
+    check_spec,
     initial_set_key,
     loops_for_ipc,
     make_spec,
@@ -65,7 +66,7 @@ def distill(
 
 
 __all__ = [
-    "ITERATIONS", "LOOPS_BY_IPC", "METHODS", "DistillSpec", "DistillState",
+    "ITERATIONS", "LOOPS_BY_IPC", "METHODS", "DistillSpec", "DistillState", "check_spec",
     "DistillationDiverged", "distill", "initial_set_key", "initial_synthetic_set",
     "loops_for_ipc", "make_spec", "match_loss", "real_subset_generator", "validate_spec",
     "with_seed",

@@ -112,8 +112,9 @@ class DistillState:
 
 def validate_spec(spec: DistillSpec, data: LoadedDataset) -> None:
     """Raise ``ValueError`` with a clear message for settings that cannot run on ``data``."""
-    from .spec import METHODS
+    from .spec import METHODS, check_spec
 
+    check_spec(spec)
     if spec.method not in METHODS:
         raise ValueError(f"unknown method {spec.method!r}; valid: {', '.join(METHODS)}")
     if spec.model not in list_models():
@@ -122,14 +123,12 @@ def validate_spec(spec: DistillSpec, data: LoadedDataset) -> None:
     if spec.ipc <= 0 or spec.ipc > smallest:
         raise ValueError(
             f"IPC must be between 1 and the smallest class of {data.info.name} ({smallest}); "
-            f"got {spec.ipc}"
+            f"got {spec.ipc}; choose the IPC (--ipc) in that range"
         )
     if spec.init not in INITS:
         raise ValueError(f"unknown init {spec.init!r}; valid: {', '.join(INITS)}")
     if spec.metric not in METRICS:
         raise ValueError(f"unknown matching metric {spec.metric!r}; valid: {', '.join(METRICS)}")
-    if spec.iterations < 0 or min(spec.outer_loop, spec.inner_loop, spec.batch_real) < 1:
-        raise ValueError("iterations must be ≥ 0; loops and batch sizes must be positive")
 
 
 def initial_synthetic_set(

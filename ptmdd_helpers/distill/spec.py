@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
+from ..checks import check_bool, check_int, check_number
 from ..guidance import GuidanceSpec
 
 METHODS = ("DC", "DSA", "DM")
@@ -79,17 +80,55 @@ def make_spec(dataset: str, method: str, ipc: int, **overrides) -> DistillSpec:
     """Build a spec with the paper's defaults for ``method`` and ``ipc``; ``overrides`` win.
 
     ``dsa_flip`` defaults to the dataset's ``flip_augment`` (no flips for digit datasets).
+    Bad values raise ``ValueError`` naming the argument, its value and what is expected
+    (:func:`check_spec`), before anything is computed or written.
     """
     from ..data import get_info
 
-    method = method.upper()
-    if method not in METHODS:
+    if not isinstance(method, str) or method.upper() not in METHODS:
         raise ValueError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
+    method = method.upper()
+    check_int(ipc, "make_spec: ipc (images per class)")
+    valid = [f.name for f in fields(DistillSpec)][3:]
+    unknown = sorted(set(overrides) - set(valid))
+    if unknown:
+        raise ValueError(f"make_spec: unknown argument(s) {', '.join(unknown)}; valid overrides: "
+                         f"{', '.join(valid)}")
     outer, inner = loops_for_ipc(ipc) if ipc > 0 else (1, 1)
     defaults = dict(METHOD_DEFAULTS[method], outer_loop=outer, inner_loop=inner,
                     dsa_flip=get_info(dataset).flip_augment)
     defaults.update({k: v for k, v in overrides.items() if v is not None})
-    return DistillSpec(dataset=dataset, method=method, ipc=ipc, **defaults)
+    spec = DistillSpec(dataset=dataset, method=method, ipc=ipc, **defaults)
+    check_spec(spec, "make_spec")
+    return spec
+
+
+def check_spec(spec: DistillSpec, where: str = "DistillSpec") -> None:
+    """Raise ``ValueError`` for a field of ``spec`` of the wrong type or out of range, naming
+    the field (``where`` names the caller), its value and what is expected.
+
+    Names (method, model, init, metric) and the IPC's range (1 … the smallest class of the data)
+    are checked by ``validate_spec``, which calls this first.
+    """
+    if not isinstance(spec.dataset, str):
+        raise ValueError(f"{where}: dataset must be a dataset name, got {spec.dataset!r}")
+    for name in ("method", "model", "init", "metric"):
+        if not isinstance(getattr(spec, name), str):
+            raise ValueError(f"{where}: {name} must be a string, got {getattr(spec, name)!r}")
+    check_int(spec.ipc, f"{where}: ipc (images per class)")
+    check_int(spec.iterations, f"{where}: iterations", minimum=0,
+              fix="0 keeps the initial synthetic set")
+    for name in ("lr_img", "lr_net"):
+        check_number(getattr(spec, name), f"{where}: {name} (a learning rate)", positive=True)
+    check_number(spec.momentum_img, f"{where}: momentum_img", minimum=0)
+    for name in ("batch_real", "batch_train", "outer_loop", "inner_loop", "bn_batch_per_class"):
+        check_int(getattr(spec, name), f"{where}: {name}", minimum=1)
+    check_bool(spec.augment, f"{where}: augment")
+    check_bool(spec.dsa_flip, f"{where}: dsa_flip")
+    if spec.guidance is not None and not isinstance(spec.guidance, GuidanceSpec):
+        raise ValueError(f"{where}: guidance must be a GuidanceSpec or None, got "
+                         f"{type(spec.guidance).__name__}")
+    check_int(spec.seed, f"{where}: seed (the replicate index)", minimum=0)
 
 
 def with_seed(spec: DistillSpec, seed: int) -> DistillSpec:
