@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from .paths import resolve
 from .plots import (
     accuracy_plot,
     alpha_plot,
@@ -176,10 +177,8 @@ def distill_cost_table(distills: pd.DataFrame, by: str = "condition") -> pd.Data
 
 
 def default_figures_dir(profile: str) -> Path:
-    """``figures/<profile>/`` under the project root."""
-    from .study import project_root
-
-    return project_root() / "figures" / profile
+    """The figures folder of ``profile`` (``$PTMDD_FIGURES``, else ``figures/<profile>``)."""
+    return resolve("figures", profile={"profile": profile})
 
 
 @dataclass

@@ -87,7 +87,8 @@ def test_data_root_precedence(monkeypatch, tmp_path):
     assert data.resolve_data_root("given") == data.Path("given")
     assert data.resolve_data_root() == tmp_path / "env"
     monkeypatch.delenv("PTMDD_DATA")
-    assert data.resolve_data_root() == data.Path("data")
+    monkeypatch.chdir(tmp_path)  # outside the project: the default is under the working directory
+    assert data.resolve_data_root() == tmp_path / "data"
 
 
 def _write_cifar_fake(root, folder, meta_key, n_classes, label_key):

@@ -145,16 +145,16 @@ def test_dry_run_counts_before_and_after_computing(tiny):
     before = io.StringIO()
     rows = study.dry_run(path, roots, only=["05_alpha"], file=before)
     alpha = rows[0]
-    assert (alpha.members, alpha.distillations, alpha.evaluations, alpha.networks) == (1, 2, 2, 2)
-    assert (alpha.members_done, alpha.distillations_done, alpha.evaluations_done) == (0, 0, 0)
+    assert (alpha.members, alpha.distillations, alpha.evaluations, alpha.networks) == \
+        ((0, 1), (0, 2), (0, 2), (0, 2))
     assert "05_alpha" in before.getvalue() and "0/2" in before.getvalue()
     params = study.load_profile(path, roots)["05_alpha"]
     grid = study.build_grid("05_alpha", params)
     results = study.compute(grid, verbose=False)
-    assert sorted(status for status, _ in results.values()) == ["done"] * 5
+    assert sorted(status for status, _ in results.values()) == ["computed"] * 5
     after = study.dry_run(path, roots, only=["05_alpha"], file=io.StringIO())[0]
-    assert (after.members_done, after.distillations_done, after.evaluations_done,
-            after.networks_done) == (1, 2, 2, 2)
+    assert (after.members, after.distillations, after.evaluations, after.networks) == \
+        ((1, 1), (2, 2), (2, 2), (2, 2))
     frame = study.run(grid, verbose=False)
     assert len(frame) == 2 and sorted(frame["alpha"]) == [0.0, 10.0]
     assert {"subject.guidance.alphas", "protocol.epochs", "accuracy", "condition"} <= set(frame)
@@ -167,10 +167,10 @@ def test_slurm_executor_through_submitit_local(tiny):
     grid = study.build_grid("03_epoch", params["03_epoch"])
     results = study.compute(grid, executor="slurm", workers=2, verbose=False)
     assert {k.split("-")[0].split(":")[0] for k in results} == {"member", "distill", "evaluation"}
-    assert all(status == "done" for status, _ in results.values())
-    store = RunStore(study.store_root(params["03_epoch"]))
+    assert all(status == "computed" for status, _ in results.values())
+    store = study.workspace(params["03_epoch"]).store
     assert len(store.runs("distill")) == 2 and len(store.runs("evaluation")) == 2
-    logs = list((study.runs_dir(params["03_epoch"]) / "submitit").glob("*_log.out"))
+    logs = list((study.batch_dir(params["03_epoch"]) / "submitit").glob("*_log.out"))
     assert logs, "submitit wrote no job logs"
     assert study.compute(grid, executor="slurm", workers=2, verbose=False) == {}
 

@@ -1,0 +1,239 @@
+"""The batch: a whole profile's grids computed together, papermill on each notebook, the index.
+
+Also the dry run (what a profile implies and how much of it is stored) and :func:`run`, the one
+call a notebook makes: compute what its grid lacks and return its frame.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+from .. import paths
+from ..pools import initial_path, member_complete, read_member_log
+from ..runs import Workspace
+from .frames import result_frame
+from .grids import Grid, build_grid
+from .profiles import NOTEBOOKS, Overrides, load_profile, override_pairs, profile_path, select_notebooks
+from .roots import batch_dir, figures_dir, notebook_path, workspace
+from .tasks import Results, compute, needs_of, tally
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def _compute(grids: Sequence[Grid], ws: Workspace, params: Mapping[str, Any],
+             verbose: bool) -> Results:
+    return compute(grids, ws, executor=params.get("executor", "local"),
+                   workers=int(params.get("workers", 1)), slurm=params.get("slurm"),
+                   folder=batch_dir(params) / "submitit", verbose=verbose)
+
+
+def run(grid: Grid, executor: str | None = None, workers: int | None = None, *,
+        ws: Workspace | None = None, verbose: bool = True) -> pd.DataFrame:
+    """Compute what ``grid`` lacks and return its tidy frame (:func:`.frames.result_frame`)."""
+    params = dict(grid.params)
+    params.update({k: v for k, v in (("executor", executor), ("workers", workers)) if v})
+    ws = ws or workspace(params)
+    _compute([grid], ws, params, verbose)
+    table = result_frame(grid, ws)
+    if table.attrs["missing"] and verbose:
+        warnings.warn(f"{len(table.attrs['missing'])} evaluations of {grid.notebook} have no "
+                      "stored run (a distillation diverged?)", RuntimeWarning, stacklevel=2)
+    return table
+
+
+# --------------------------------------------------------------------------- dry run
+
+
+@dataclass
+class GridSize:
+    """How much a grid implies and how much of it is already there (``done`` of ``needed``)."""
+
+    notebook: str
+    members: tuple[int, int]
+    initial: tuple[int, int]
+    distillations: tuple[int, int]
+    evaluations: tuple[int, int]
+    networks: tuple[int, int]
+
+
+def grid_size(grids: Sequence[Grid], ws: Workspace, name: str) -> GridSize:
+    """The size of ``grids`` taken together (duplicates across them counted once)."""
+    needs = needs_of(grids)
+    stored = [e for e in needs.evaluations if ws.store.exists(e)]
+    return GridSize(
+        name,
+        (sum(member_complete(m, ws.pool_root) for m in needs.members), len(needs.members)),
+        (sum(initial_path(m, ws.pool_root).is_file() for m in needs.initial), len(needs.initial)),
+        (sum(ws.store.exists(d) for d in needs.distillations), len(needs.distillations)),
+        (len(stored), len(needs.evaluations)),
+        (sum(e.n_nets for e in stored), sum(e.n_nets for e in needs.evaluations)),
+    )
+
+
+def dry_run(profile: str | Path, overrides: Overrides = None, only: Sequence[str] | None = None,
+            file: TextIO | None = None) -> list[GridSize]:
+    """Print, per notebook and in total, what ``profile`` implies and how much is stored."""
+    file = file or sys.stdout
+    params = load_profile(profile, overrides)
+    notebooks = select_notebooks(only)
+    grids = [build_grid(nb, params[nb]) for nb in notebooks]
+    ws = workspace(params[notebooks[0]])
+    rows = [grid_size([g], ws, g.notebook) for g in grids]
+    rows.append(grid_size(grids, ws, "total (deduplicated)"))
+    print(f"profile {params[notebooks[0]]['profile']}: store {ws.store.root}, pools "
+          f"{ws.pool_root}", file=file)
+    print(f"{'notebook':<24}{'pool members':>16}{'untrained':>11}{'distillations':>15}"
+          f"{'evaluation runs':>17}{'networks':>16}", file=file)
+    for size in rows:
+        cells = [f"{done}/{needed}" for done, needed in (
+            size.members, size.initial, size.distillations, size.evaluations, size.networks)]
+        print(f"{size.notebook:<24}{cells[0]:>16}{cells[1]:>11}{cells[2]:>15}{cells[3]:>17}"
+              f"{cells[4]:>16}", file=file)
+    print("(done/needed: pool members trained to the recipe's epochs, untrained initial "
+          "checkpoints, distillations and evaluations in the store, networks they trained)",
+          file=file)
+    return rows
+
+
+# --------------------------------------------------------------------------- the batch
+
+
+def machine_description() -> str:
+    """CPU count, platform and accelerator, in one line."""
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (f"{platform.node()}: {platform.system()} {platform.machine()}, "
+            f"{os.cpu_count()} CPU cores, {gpu}; torch {torch.__version__}")
+
+
+def stored_compute_seconds(grids: Sequence[Grid], ws: Workspace) -> float:
+    """Seconds the grids' stored runs and pool members took to compute (whenever they ran)."""
+    needs = needs_of(grids)
+    total = 0.0
+    for member in needs.members:
+        log = read_member_log(member, ws.pool_root)
+        if log is not None:
+            total += log.seconds
+    for spec in [*needs.distillations, *needs.evaluations]:
+        found = ws.store.get(spec)
+        if found is not None:
+            total += float(found.timings.get("compute_seconds", 0.0))
+    return total
+
+
+def describe_counts(results: Results, needed: int) -> str:
+    """``"3 computed here, 2 by another process meanwhile, 40 already stored"`` (and failures)."""
+    counts = tally(results)
+    parts = [f"{counts.get('computed', 0)} computed here",
+             f"{counts.get('found', 0)} by another process meanwhile",
+             f"{needed - len(results)} already stored"]
+    parts += [f"{counts[s]} {s}" for s in ("diverged", "skipped", "failed") if counts.get(s)]
+    return ", ".join(parts)
+
+
+def execute_notebook(source: Path, target: Path, parameters: Mapping[str, Any]) -> Path:
+    """Execute ``source`` with papermill (``parameters`` injected) into ``target``."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    from .profiles import StudyError
+
+    try:
+        papermill.execute_notebook(
+            str(source), str(target), parameters=dict(parameters), cwd=str(paths.project_root()),
+            kernel_name="python3", progress_bar=False, log_output=False,
+        )
+    except PapermillExecutionError as error:
+        raise StudyError(
+            f"{source.stem} failed at execution count {error.exec_count}: {error.ename}: "
+            f"{error.evalue}; the executed notebook with the traceback is {target}"
+        ) from None
+    return target
+
+
+def _execute_notebooks(jobs: list[tuple[Path, Path, dict]], parallel: int) -> None:
+    if parallel == 1:
+        for job in jobs:
+            execute_notebook(*job)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from .tasks import start_worker
+
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(parallel, mp_context=context, initializer=start_worker,
+                             initargs=(1, os.getpid())) as pool:
+        list(pool.map(execute_notebook, *zip(*jobs, strict=True)))
+
+
+def run_study(
+    profile: str | Path, *, only: Sequence[str] | str | None = None, executor: str | None = None,
+    workers: int | None = None, overrides: Overrides = None, notebooks: bool = True,
+    verbose: bool = True,
+) -> dict[str, Any]:
+    """Run a profile: compute every selected grid, execute the notebooks, write the index.
+
+    Returns {"seconds", "compute_seconds", "notebooks" (executed paths), "index", "results",
+    "counts" (what this process computed, what another did meanwhile, what was stored)}.
+    """
+    from .. import report
+
+    start = time.perf_counter()
+    extra = override_pairs(overrides)
+    extra += [(k, v) for k, v in (("executor", executor), ("workers", workers)) if v]
+    params = load_profile(profile, extra)
+    chosen = select_notebooks(only)
+    grids = [build_grid(nb, params[nb]) for nb in chosen]
+    first = params[chosen[0]]
+    ws = workspace(first)
+    needs = needs_of(grids)
+    needed = sum(map(len, (needs.members, needs.initial, needs.distillations, needs.evaluations)))
+    results = _compute(grids, ws, first, verbose)
+    counts = describe_counts(results, needed)
+    executed = []
+    if notebooks:
+        out_dir = batch_dir(first) / "notebooks"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        jobs = [(notebook_path(nb), out_dir / f"{nb}.ipynb",
+                 {"profile": params[nb]["profile"], "params": params[nb]}) for nb in chosen]
+        parallel = max(1, min(int(first.get("workers", 1)), len(jobs)))
+        if verbose:
+            print(f"papermill: {len(jobs)} notebooks, {parallel} at a time, into {out_dir} "
+                  f"({time.perf_counter() - start:.0f} s)", flush=True)
+        _execute_notebooks(jobs, parallel)
+        executed = [job[1] for job in jobs]
+    seconds = time.perf_counter() - start
+    compute_seconds = stored_compute_seconds(grids, ws)
+    index = None
+    if notebooks:
+        figures = figures_dir(first)
+        figures.mkdir(parents=True, exist_ok=True)
+        batch = {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "machine": machine_description(),
+                 "notebooks": ", ".join(chosen), "executor": first.get("executor", "local"),
+                 "workers": int(first.get("workers", 1)), "tasks computed": tally(results).get("computed", 0),
+                 "counts": counts, "wall seconds": round(seconds, 1)}
+        history = report.record_batch(figures, batch)
+        meta = {
+            "profile": f"{first['profile']} ({profile_path(profile).name})",
+            "date": batch["date"],
+            "machine": batch["machine"],
+            "notebooks in this batch": batch["notebooks"],
+            "wall time of this batch": f"{seconds:.0f} s (tasks: {counts})",
+            "compute time of the runs shown": f"{compute_seconds:.0f} s (pool training + "
+                                              "distillations + evaluations, as recorded when "
+                                              "each was computed)",
+        }
+        index = report.write_index(figures, first["profile"], NOTEBOOKS, meta, history)
+    return {"seconds": seconds, "notebooks": executed, "index": index, "results": results,
+            "counts": counts, "compute_seconds": compute_seconds}

@@ -1,0 +1,324 @@
+"""Executors: turn what grids lack into tasks and run them, locally or through submitit.
+
+A :class:`Task` is one spec: a pool member to train (``member``), an untrained initialization to
+write (``init``), a distillation or an evaluation. Each is idempotent through the store's and the
+pools' file locks, so two studies on one store compute every task once. :func:`compute` runs the
+pending tasks in dependency order with the ``local`` executor (N spawned worker processes that end
+with their parent: a watchdog thread in each exits when the parent is gone, even after SIGKILL) or
+``slurm`` (submitit). Each result says whether this process computed the task (``computed``),
+another process finished it meanwhile (``found``), or it ``failed``, ``diverged`` or was
+``skipped`` because a task it depends on did not finish.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..distill import DistillSpec
+from ..pools import (
+    MemberSpec,
+    initial_path,
+    member_complete,
+    resolve_pool_root,
+    write_initial_checkpoint,
+)
+from ..runs import Workspace
+from ..store import RunStore, spec_id
+from ..work import computed_count
+from .grids import Grid, merge_members, unique
+from .profiles import StudyError
+from .roots import batch_dir, workspace
+
+EXECUTORS = ("local", "slurm")
+KINDS = ("member", "init", "distill", "evaluation")
+FINISHED = ("computed", "found")  # statuses after which dependants may run
+
+
+@dataclass(frozen=True)
+class Task:
+    """One unit of work: ``member`` (train), ``init`` (epoch-0 checkpoint), ``distill``, ``evaluation``."""
+
+    kind: str
+    spec: Any
+
+    @property
+    def key(self) -> str:
+        """A readable unique key."""
+        if self.kind in ("member", "init"):
+            return member_key(self.kind, self.spec)
+        return spec_id(self.spec)
+
+
+def member_key(kind: str, member: MemberSpec) -> str:
+    """The task key of a pool member: ``member:<source>/<arch>/seed<n>`` (or ``init:``)."""
+    return f"{kind}:{member.source}/{member.arch}/seed{member.seed}"
+
+
+@dataclass(frozen=True)
+class Needs:
+    """Everything a set of grids needs, deduplicated across them."""
+
+    members: list[MemberSpec]
+    initial: list[MemberSpec]
+    distillations: list[DistillSpec]
+    evaluations: list[Any]
+
+
+def needs_of(grids: Sequence[Grid]) -> Needs:
+    """The pool members, initializations, distillations and evaluations of ``grids`` together."""
+    return Needs(merge_members(m for g in grids for m in g.members),
+                 merge_members(m for g in grids for m in g.initial),
+                 unique(d for g in grids for d in g.distillations),
+                 unique(e for g in grids for e in g.evaluations))
+
+
+def pending_tasks(grids: Sequence[Grid], ws: Workspace) -> list[Task]:
+    """What the store and pool root lack for ``grids``, in dependency order, without duplicates."""
+    needs = needs_of(grids)
+    tasks = [Task("member", m) for m in needs.members if not member_complete(m, ws.pool_root)]
+    tasks += [Task("init", m) for m in needs.initial if not initial_path(m, ws.pool_root).is_file()]
+    tasks += [Task("distill", d) for d in needs.distillations if not ws.store.exists(d)]
+    tasks += [Task("evaluation", e) for e in needs.evaluations if not ws.store.exists(e)]
+    return tasks
+
+
+def dependencies(task: Task) -> list[str]:
+    """Keys of the tasks that must finish before ``task``."""
+    spec = task.spec
+    if task.kind == "evaluation":
+        return [Task("distill", spec.subject).key] if isinstance(spec.subject, DistillSpec) else []
+    if task.kind == "distill" and spec.guidance is not None:
+        g = spec.guidance
+        kind = "init" if g.epoch == 0 else "member"
+        return [f"{kind}:{g.source}/{arch}/seed{seed}" for arch in g.archs
+                for seed in range(g.n_models)]
+    return []
+
+
+def workspace_config(ws: Workspace, threads: int | None = None) -> dict[str, Any]:
+    """What a worker process needs to rebuild ``ws`` (plain values, picklable)."""
+    return {"store": str(ws.store.root), "pool_root": str(resolve_pool_root(ws.pool_root)),
+            "data_root": None if ws.data_root is None else str(ws.data_root),
+            "device": str(ws.device), "threads": threads}
+
+
+def execute_task(task: Task, config: Mapping[str, Any]) -> tuple[str, str, str]:
+    """Run one task in this process; return (key, status, message); never raises."""
+    try:
+        import torch
+
+        from ..pools import train_member
+        from ..runs import distill_run, evaluation_run
+
+        if config.get("threads"):
+            torch.set_num_threads(int(config["threads"]))
+        ws = Workspace(RunStore(config["store"]), data_root=config["data_root"],
+                       pool_root=config["pool_root"], device=config["device"], progress=False)
+        before = computed_count()
+        if task.kind == "member":
+            train_member(task.spec, root=ws.pool_root, data_root=ws.data_root, device=ws.device,
+                         progress=False)
+        elif task.kind == "init":
+            if not initial_path(task.spec, ws.pool_root).is_file():
+                write_initial_checkpoint(task.spec, ws.pool_root)
+                return task.key, "computed", ""
+        elif task.kind == "distill":
+            distill_run(task.spec, ws)
+        elif task.kind == "evaluation":
+            evaluation_run(task.spec, ws)
+        else:
+            raise StudyError(f"unknown task kind {task.kind!r}")
+        return task.key, "computed" if computed_count() > before else "found", ""
+    except Exception as error:  # noqa: BLE001 - reported to the caller, which decides
+        status = "diverged" if type(error).__name__ == "DistillationDiverged" else "failed"
+        message = f"{type(error).__name__}: {error}"
+        if status == "failed":
+            message += "\n" + traceback.format_exc(limit=6)
+        return task.key, status, message
+
+
+def execute_tasks(task_list: Sequence[Task], config: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """Run tasks one after another in this process (a submitit job's body)."""
+    return [execute_task(task, config) for task in task_list]
+
+
+def _watch_parent(parent: int) -> None:
+    while True:
+        if os.getppid() != parent:  # the parent died (we were re-parented): end with it
+            os._exit(1)
+        time.sleep(1.0)
+
+
+def start_worker(threads: int, parent: int) -> None:
+    """Worker initializer: ``threads`` intra-op threads, and a watchdog that ends with the parent."""
+    import torch
+
+    torch.set_num_threads(threads)
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True,
+                     name="ptmdd-parent-watchdog").start()
+
+
+Results = dict[str, tuple[str, str]]
+
+
+def run_local(tasks: Sequence[Task], config: dict[str, Any], workers: int,
+              log: Callable[[str], None]) -> Results:
+    """Run ``tasks`` respecting dependencies in ``workers`` spawned processes (1: in-process)."""
+    results: Results = {}
+    keys = {t.key for t in tasks}
+    deps = {t.key: [d for d in dependencies(t) if d in keys] for t in tasks}
+    waiting = list(tasks)
+
+    def ready(task: Task) -> bool | None:
+        """True: can start; None: a dependency did not finish; False: wait."""
+        states = [results.get(d) for d in deps[task.key]]
+        if any(s is not None and s[0] not in FINISHED for s in states):
+            return None
+        return all(s is not None for s in states)
+
+    def settle(key: str, status: str, message: str) -> None:
+        results[key] = (status, message)
+        log(f"[{len(results)}/{len(tasks)}] {status}: {key}" +
+            (f" ({message.splitlines()[0]})" if message else ""))
+
+    if workers <= 1:
+        for task in waiting:
+            if ready(task) is None:
+                settle(task.key, "skipped", "a task it depends on did not finish")
+                continue
+            settle(*execute_task(task, config))
+        return results
+
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    context = multiprocessing.get_context("spawn")
+    config = dict(config, threads=config.get("threads") or 1)
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=start_worker,
+                             initargs=(int(config["threads"]), os.getpid())) as pool:
+        running: dict[Any, Task] = {}
+        while waiting or running:
+            for task in list(waiting):
+                state = ready(task)
+                if state is None:
+                    waiting.remove(task)
+                    settle(task.key, "skipped", "a task it depends on did not finish")
+                elif state:
+                    waiting.remove(task)
+                    running[pool.submit(execute_task, task, config)] = task
+            if not running:
+                continue
+            finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for future in finished:
+                task = running.pop(future)
+                try:
+                    settle(*future.result())
+                except Exception as error:  # noqa: BLE001 - a worker died
+                    settle(task.key, "failed", f"{type(error).__name__}: {error}")
+    return results
+
+
+def _stages(tasks: Sequence[Task]) -> list[list[Task]]:
+    order = (("member", "init"), ("distill",), ("evaluation",))
+    return [[t for t in tasks if t.kind in kinds] for kinds in order]
+
+
+def run_slurm(tasks: Sequence[Task], config: dict[str, Any], workers: int,
+              slurm: Mapping[str, Any], folder: Path, log: Callable[[str], None]) -> Results:
+    """Submit each stage's tasks through submitit in at most ``workers`` jobs; wait for them."""
+    import submitit
+
+    slurm = dict(slurm or {})
+    cluster = slurm.pop("cluster", None)
+    max_jobs = int(slurm.pop("max_jobs", 0) or workers or 1)
+    executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
+    if slurm:
+        executor.update_parameters(**slurm)
+    if not config.get("threads"):
+        # jobs sharing this machine (local, debug) get one thread each: oversubscribed intra-op
+        # threads spin and slow everything down; on a cluster a job uses its cpus_per_task
+        threads = slurm.get("cpus_per_task") or (1 if executor.cluster in ("local", "debug") else 0)
+        config = dict(config, threads=threads or None)
+    results: Results = {}
+    for stage in _stages(tasks):
+        runnable = []
+        for task in stage:
+            failed = [d for d in dependencies(task) if d in results and results[d][0] not in FINISHED]
+            if failed:
+                results[task.key] = ("skipped", f"{failed[0]} did not finish")
+            else:
+                runnable.append(task)
+        if not runnable:
+            continue
+        n_jobs = min(max_jobs, len(runnable))
+        chunks = [runnable[i::n_jobs] for i in range(n_jobs)]
+        jobs = [executor.submit(execute_tasks, chunk, config) for chunk in chunks]
+        log(f"submitted {len(runnable)} {stage[0].kind} tasks as {len(jobs)} submitit jobs "
+            f"({executor.cluster}) under {folder}")
+        for job, chunk in zip(jobs, chunks, strict=True):
+            try:
+                for key, status, message in job.result():
+                    results[key] = (status, message)
+            except Exception as error:  # noqa: BLE001 - a job died; its tasks failed
+                for task in chunk:
+                    results.setdefault(task.key, ("failed", f"job {job.job_id}: {error}"))
+    for key, (status, message) in results.items():
+        if status not in FINISHED:
+            log(f"{status}: {key} ({message.splitlines()[0] if message else ''})")
+    return results
+
+
+def compute(
+    grids: Grid | Sequence[Grid], ws: Workspace | None = None, *, executor: str = "local",
+    workers: int = 1,
+    slurm: Mapping[str, Any] | None = None, folder: str | Path | None = None,
+    verbose: bool = True,
+) -> Results:
+    """Compute everything the grids need that is not stored; return {task key: (status, message)}.
+
+    Raises :class:`StudyError` if a task failed (other than a diverged distillation, which is
+    kept as a result: its evaluations are skipped and the frame says so).
+    """
+    grids = [grids] if isinstance(grids, Grid) else list(grids)
+    if executor not in EXECUTORS:
+        raise StudyError(f"unknown executor {executor!r}; valid: {', '.join(EXECUTORS)}")
+    if not grids:
+        return {}
+    ws = ws or workspace(grids[0].params)
+    tasks = pending_tasks(grids, ws)
+    if not tasks:
+        return {}
+
+    def log(message: str) -> None:
+        if verbose:
+            print(message, flush=True)
+
+    counts = {k: sum(t.kind == k for t in tasks) for k in KINDS}
+    log(f"computing {len(tasks)} tasks ({', '.join(f'{v} {k}' for k, v in counts.items() if v)}) "
+        f"with the {executor} executor, {workers} worker(s)")
+    config = workspace_config(ws)
+    if executor == "local":
+        results = run_local(tasks, config, int(workers), log)
+    else:
+        folder = folder or batch_dir(grids[0].params) / "submitit"
+        results = run_slurm(tasks, config, int(workers), slurm or {}, Path(folder), log)
+    failed = {k: v for k, v in results.items() if v[0] == "failed"}
+    if failed:
+        details = "\n".join(f"- {k}: {m}" for k, (_, m) in failed.items())
+        raise StudyError(f"{len(failed)} of {len(tasks)} tasks failed:\n{details}")
+    return results
+
+
+def tally(results: Results) -> dict[str, int]:
+    """How many results have each status (computed, found, diverged, skipped, failed)."""
+    counts: dict[str, int] = {}
+    for status, _ in results.values():
+        counts[status] = counts.get(status, 0) + 1
+    return counts
