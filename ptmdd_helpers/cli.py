@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 
 from .spread import plus_minus
@@ -118,8 +119,8 @@ def _pretrain(parser: argparse.ArgumentParser):
                         help="epochs at which the learning rate is multiplied by 0.1 (default 50,100)")
     parser.add_argument("--keep-epochs", type=_int_csv, default=None,
                         help="keep checkpoints only of these epochs (default: every epoch)")
-    parser.add_argument("--pool-root", default=None, help="default: $PTMDD_POOLS or ./runs/pools")
-    parser.add_argument("--data-root", default=None, help="default: $PTMDD_DATA or ./data")
+    parser.add_argument("--pool-root", default=None, help="default: $PTMDD_POOLS, else runs/pools")
+    parser.add_argument("--data-root", default=None, help="default: $PTMDD_DATA, else data")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_device_argument(parser)
 
@@ -150,9 +151,9 @@ def _pretrain(parser: argparse.ArgumentParser):
 
 def add_location_arguments(parser: argparse.ArgumentParser) -> None:
     """Add --data-root, --pool-root, --store, --device and --quiet."""
-    parser.add_argument("--data-root", default=None, help="default: $PTMDD_DATA or ./data")
-    parser.add_argument("--pool-root", default=None, help="default: $PTMDD_POOLS or ./runs/pools")
-    parser.add_argument("--store", default=None, help="run store; default: $PTMDD_RUNS or ./runs/store")
+    parser.add_argument("--data-root", default=None, help="default: $PTMDD_DATA, else data")
+    parser.add_argument("--pool-root", default=None, help="default: $PTMDD_POOLS, else runs/pools")
+    parser.add_argument("--store", default=None, help="run store; default: $PTMDD_RUNS, else runs/store")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--recompute", action="store_true",
                         help="a stored run that fails verification (see `ptmdd runs check`) is "
@@ -348,7 +349,7 @@ def _runs(parser: argparse.ArgumentParser):
     parser.add_argument("run", nargs="?", default=None,
                         help="run id or path (show; check: only this run)")
     parser.add_argument("--kind", default=None, help="distill or evaluation")
-    parser.add_argument("--store", default=None, help="default: $PTMDD_RUNS or ./runs/store")
+    parser.add_argument("--store", default=None, help="default: $PTMDD_RUNS, else runs/store")
     parser.add_argument("--seal", action="store_true",
                         help="check: write checksums into legacy runs (after loading each .pt)")
 
@@ -465,15 +466,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ptmdd`` console script."""
     parser, runners = build_parser()
     args = parser.parse_args(argv)
-    try:
-        return runners[args.command](args)
-    except user_errors() as error:
-        print(f"ptmdd {args.command}: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"ptmdd {args.command}: interrupted; completed work is kept and resumes on the next "
-              "run", file=sys.stderr)
-        return 130
+    # warnings are shown as one line each, after the command; an error's paragraph replaces them
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        try:
+            code = runners[args.command](args)
+        except user_errors() as error:
+            print(f"ptmdd {args.command}: error: {error}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print(f"ptmdd {args.command}: interrupted; completed work is kept and resumes on the "
+                  "next run", file=sys.stderr)
+            return 130
+    for warning in caught:
+        print(f"ptmdd {args.command}: warning: {warning.message}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Pools of pre-trained models (PTMs): train, resume, and load them safely.
 
-On-disk layout (the pool root is an argument, else ``$PTMDD_POOLS``, else ``./runs/pools``)::
+On-disk layout (the pool root is an argument, else ``$PTMDD_POOLS``, else ``runs/pools``)::
 
     <pool root>/<source>/<arch>/seed<k>/
         recipe.json          training recipe and dataset shape (everything but the epoch count)

@@ -16,7 +16,7 @@ raises :class:`RunError` unless ``recompute=True`` (``--recompute``), which move
 served when their spec hashes to their id; :meth:`RunStore.seal` (``ptmdd runs check --seal``)
 adds the checksums of their current files.
 
-On-disk layout (``<root>`` is ``RunStore(root)``, default ``$PTMDD_RUNS`` or ``./runs/store``)::
+On-disk layout (``<root>`` is ``RunStore(root)``, default ``$PTMDD_RUNS``, else ``runs/store``)::
 
     <root>/
       <id>.lock              file lock held while a process computes (or seals) <id>
