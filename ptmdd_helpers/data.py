@@ -333,13 +333,6 @@ def normalize(images: torch.Tensor, info: DatasetInfo) -> torch.Tensor:
     return (images - mean) / std
 
 
-def denormalize(images: torch.Tensor, info: DatasetInfo) -> torch.Tensor:
-    """Invert :func:`normalize` (for display)."""
-    mean = torch.tensor(info.mean, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
-    std = torch.tensor(info.std, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
-    return images * std + mean
-
-
 @functools.lru_cache(maxsize=16)
 def _load_cached(name: str, root: str | None) -> LoadedDataset:
     info = get_info(name)

@@ -22,11 +22,13 @@ import torch
 from .checks import check_bool, check_int
 from .data import LoadedDataset, load_dataset
 from .distill import (
+    ITERATIONS,
     DistillationDiverged,
     DistillSpec,
     check_spec,
-    distill,
     real_subset_generator,
+    run_distillation,
+    validate_spec,
 )
 from .evaluate import (
     EvalProtocol,
@@ -37,7 +39,7 @@ from .evaluate import (
 )
 from .guidance import Guidance, GuidanceSpec
 from .models import list_models
-from .store import Run, RunContext, RunError, RunStore
+from .store import Run, RunError, RunStore
 from .training import check_device, resolve_device
 
 
@@ -144,23 +146,22 @@ class Workspace:
 def distill_run(spec: DistillSpec, workspace: Workspace) -> Run:
     """Return the stored distillation for ``spec``, computing (or resuming) it if needed."""
     check_spec(spec, "distill_run")  # before the store, the data or the pool is touched
+    device = resolve_device(workspace.device)
     existing = workspace.store.get(spec)
     if existing is not None:
         return existing
     data = workspace.dataset(spec.dataset)
-    from .distill import validate_spec
-
-    validate_spec(spec, data)
-    device = resolve_device(workspace.device)
-    guidance = (
-        Guidance(spec.guidance, data, device=device, pool_root=workspace.pool_root)
-        if spec.guidance is not None else None
-    )
-
-    def compute(ctx: RunContext) -> dict:
+    validate_spec(spec, data)  # against the data and the pool, before anything is written
+    guidance = (Guidance(spec.guidance, data, device=device, pool_root=workspace.pool_root)
+                if spec.guidance is not None else None)
+    with workspace.store.computing(spec, device=str(device),
+                                   recompute=workspace.recompute) as job:
+        if job.run is not None:  # another process computed it meanwhile
+            return job.run
+        ctx = job.context
         try:
-            result = distill(
-                spec, data, guidance=guidance, device=device,
+            result = run_distillation(
+                spec, data, ITERATIONS[spec.method], guidance=guidance, device=device,
                 save_checkpoint=ctx.save_checkpoint, load_checkpoint=ctx.load_checkpoint,
                 checkpoint_every=workspace.checkpoint_every, progress=workspace.progress,
             )
@@ -175,15 +176,12 @@ def distill_run(spec: DistillSpec, workspace: Workspace) -> Run:
                             nrow=spec.ipc if spec.ipc > 1 else info.num_classes)
         ctx.add_timing("distill_seconds", result["seconds"])
         history = result["history"]
-        return {
+        return job.complete({
             "iterations": len(history),
             "final_loss": history[-1] if history else None,
             "loss_history": history,
             "distill_seconds": result["seconds"],
-        }
-
-    return workspace.store.get_or_compute(spec, compute, device=str(device),
-                                          recompute=workspace.recompute)
+        })
 
 
 def training_set(subject: Subject, workspace: Workspace) -> tuple[torch.Tensor, torch.Tensor]:
@@ -206,25 +204,21 @@ def subject_seed(subject: Subject) -> int:
 
 def evaluation_run(spec: EvaluationSpec, workspace: Workspace) -> Run:
     """Return the stored evaluation for ``spec``, training its networks if needed."""
+    if spec.arch not in list_models():
+        raise ValueError(f"unknown model {spec.arch!r}; valid: {', '.join(list_models())}")
+    device = resolve_device(workspace.device)
     existing = workspace.store.get(spec)
     if existing is not None:
         return existing
-    if spec.arch not in list_models():
-        raise ValueError(f"unknown model {spec.arch!r}; valid: {', '.join(list_models())}")
-    if spec.n_nets < 1:
-        raise ValueError("the number of evaluation networks must be at least 1")
-    images, labels = training_set(spec.subject, workspace)
-    data = workspace.dataset(spec.subject.dataset)
-    device = resolve_device(workspace.device)
-
-    def compute(ctx: RunContext) -> dict:
+    images, labels = training_set(spec.subject, workspace)  # before this run's lock
+    with workspace.store.computing(spec, device=str(device),
+                                   recompute=workspace.recompute) as job:
+        if job.run is not None:
+            return job.run
         rows = evaluate_images(
-            images, labels, data, [spec.arch], spec.n_nets, spec.protocol,
-            evaluation_seed_parts(spec.subject.dataset, subject_seed(spec.subject)),
+            images, labels, workspace.dataset(spec.subject.dataset), [spec.arch], spec.n_nets,
+            spec.protocol, evaluation_seed_parts(spec.subject.dataset, subject_seed(spec.subject)),
             device=str(device), progress=workspace.progress,
         )
-        ctx.add_timing("evaluate_seconds", sum(row["seconds"] for row in rows))
-        return {"rows": rows, "summary": summarize(rows)[spec.arch]}
-
-    return workspace.store.get_or_compute(spec, compute, device=str(device),
-                                          recompute=workspace.recompute)
+        job.context.add_timing("evaluate_seconds", sum(row["seconds"] for row in rows))
+        return job.complete({"rows": rows, "summary": summarize(rows)[spec.arch]})

@@ -41,8 +41,8 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Callable
-from contextlib import suppress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -106,6 +106,21 @@ if TYPE_CHECKING:
 
 _LOG = logging.getLogger(__name__)
 _STORE_HINT = "--store or $PTMDD_RUNS"
+
+
+class Job:
+    """One run being served or computed (see :meth:`RunStore.computing`)."""
+
+    def __init__(self, store: RunStore, run: Run | None, context: RunContext | None = None) -> None:
+        self.store, self.run, self.context = store, run, context
+        self._start = time.perf_counter()
+
+    def complete(self, metrics: dict) -> Run:
+        """Mark the run complete with ``metrics`` (files written, ``metrics.json`` last)."""
+        if self.context is None or self.run is not None:
+            raise RuntimeError("this run is already complete")
+        self.run = self.store._complete(self.context, metrics, time.perf_counter() - self._start)
+        return self.run
 
 
 class RunStore:
@@ -225,8 +240,19 @@ class RunStore:
         self, spec: object, compute: Callable[[RunContext], dict], *, device: str = "cpu",
         recompute: bool = False,
     ) -> Run:
-        """Return ``spec``'s run, computing (or resuming) it under a file lock if incomplete.
+        """Return ``spec``'s run, computing it with ``compute(ctx) -> metrics`` if needed."""
+        with self.computing(spec, device=device, recompute=recompute) as job:
+            if job.run is None:
+                job.complete(compute(job.context))
+        return job.run
 
+    @contextmanager
+    def computing(self, spec: object, *, device: str = "cpu",
+                  recompute: bool = False) -> Iterator[Job]:
+        """A :class:`Job` for ``spec``: its stored run, or a context to compute it in.
+
+        The caller computes in the ``with`` body when ``job.run`` is ``None`` and ends with
+        ``job.complete(metrics)``; the file lock is held meanwhile, so one process computes a run.
         A stored run that fails verification raises :class:`RunError`; with ``recompute`` its
         folder is moved to ``<root>/.quarantine/<id>-<UTC stamp>/`` and the run computed again.
         """
@@ -235,7 +261,8 @@ class RunStore:
         self._readable()
         check, existing = self._served(path)
         if existing is not None:
-            return existing
+            yield Job(self, existing)
+            return
         if check is not None and check.status == "failed" and not recompute:
             raise RunError(self._refusal(check))
         self._require_writable(path)
@@ -252,7 +279,8 @@ class RunStore:
         try:
             check, existing = self._served(path)
             if existing is not None:
-                return existing
+                yield Job(self, existing)
+                return
             moved = None
             if check is not None and check.status == "failed":
                 if not recompute:
@@ -260,8 +288,16 @@ class RunStore:
                 moved = self._quarantine(path)
                 _LOG.warning("%s failed verification (%s); moved it to %s and computing it again",
                              run_id, "; ".join(check.problems), moved)
-            return self._compute(spec, run_id, compute, str(device), check if moved else None,
-                                 moved)
+            job = Job(self, None, self._open(spec, run_id, str(device), check if moved else None,
+                                             moved))
+            try:
+                yield job
+            except BaseException as error:
+                with suppress(OSError):
+                    job.context.log(f"interrupted: {type(error).__name__}: {error}")
+                raise
+            if job.run is None:
+                raise RuntimeError(f"the computation of {run_id} ended without job.complete()")
         finally:
             lock.release()
 
@@ -276,11 +312,9 @@ class RunStore:
         path.rename(target)
         return target
 
-    def _compute(
-        self, spec: object, run_id: str, compute: Callable[[RunContext], dict], device: str,
-        failed: RunCheck | None = None, moved: Path | None = None,
-    ) -> Run:
-        """Compute ``spec``'s run in its folder (the caller holds the lock)."""
+    def _open(self, spec: object, run_id: str, device: str, failed: RunCheck | None,
+              moved: Path | None) -> RunContext:
+        """Prepare ``spec``'s folder for computing (the caller holds the lock)."""
         path = self.root / run_id
         path.mkdir(parents=True, exist_ok=True)
         for stale in path.glob(f".*{_TMP_SUFFIX}"):  # left by a killed writer; we hold the lock
@@ -293,14 +327,11 @@ class RunStore:
             ctx.log(f"recomputing: the previous folder failed verification "
                     f"({'; '.join(failed.problems)}) and was moved to {moved}")
         ctx.log(f"computing {run_id} on {device}")
-        start = time.perf_counter()
-        try:
-            metrics = compute(ctx)
-        except BaseException as error:
-            with suppress(OSError):
-                ctx.log(f"interrupted: {type(error).__name__}: {error}")
-            raise
-        elapsed = time.perf_counter() - start
+        return ctx
+
+    def _complete(self, ctx: RunContext, metrics: object, elapsed: float) -> Run:
+        """Write a computed run's files, ``metrics.json`` last, and load it back."""
+        path, run_id = ctx.path, ctx.path.name
         if not isinstance(metrics, dict):
             raise TypeError(f"the compute function of {run_id} returned a "
                             f"{type(metrics).__name__}, not a dict of metrics")
@@ -308,7 +339,7 @@ class RunStore:
             raise TypeError(f"the metrics of {run_id} may not hold the key {FILES_KEY!r}: the "
                             "store keeps the files' checksums there")
         _dump_json(metrics)  # fails before anything marks the run complete
-        info = provenance(device)
+        info = provenance(ctx.device)
         info["resumed_from_step"] = ctx.resumed_from
         timings = {"compute_seconds": elapsed, **ctx.timings}
         atomic_write_text(path / PROVENANCE_FILE, _dump_json(info))
@@ -453,7 +484,7 @@ def _matches(cell: object, value: object) -> bool:
 __all__ = [
     "CHECKPOINT_FILE", "FILES_KEY", "KIND_KEY", "LOG_FILE", "METRICS_FILE", "OMIT_AT_DEFAULT",
     "PROVENANCE_FILE", "QUARANTINE_DIR", "SPEC_FILE", "STATUSES", "TIMINGS_FILE",
-    "UNCHECKED_FILES", "Run", "RunCheck", "RunContext", "RunError", "RunStore", "added_field",
+    "UNCHECKED_FILES", "Job", "Run", "RunCheck", "RunContext", "RunError", "RunStore", "added_field",
     "atomic_torch_save", "atomic_write_text", "canonical_json", "examine", "file_entry",
     "file_sha256", "git_commit", "kind_slug", "provenance", "spec_data", "spec_fields", "spec_id",
     "spec_kind",
