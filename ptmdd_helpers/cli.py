@@ -234,7 +234,8 @@ def _distill(parser: argparse.ArgumentParser):
     parser.add_argument("--source", default=None, help="dataset of the PTMs (default: target)")
     parser.add_argument("--alphas", default="100",
                         help="α, one value or one per pool architecture (default 100)")
-    parser.add_argument("--cclom-batch", type=int, default=None,
+    parser.add_argument("--cclom-real-batch", "--cclom-batch", dest="cclom_real_batch", type=int,
+                        default=None,
                         help="real images per CCLoM use (default 8196, capped at the dataset)")
     parser.add_argument("--ptm-only", action="store_true", help="drop the DD loss (α study)")
     parser.add_argument("--checkpoint-every", type=int, default=50,
@@ -255,7 +256,7 @@ def _distill(parser: argparse.ArgumentParser):
 
         # every option is checked before the store, the pools or the data are touched
         check_options(args, ipc=1, iterations=1, batch_real=1, outer_loop=1, inner_loop=1,
-                      seed=0, pool_size=1, pool_epoch=0, cclom_batch=1, checkpoint_every=1)
+                      seed=0, pool_size=1, pool_epoch=0, cclom_real_batch=1, checkpoint_every=1)
         for dest in ("lr_img", "lr_net"):
             if getattr(args, dest) is not None:
                 check_number(getattr(args, dest), f"--{dest.replace('_', '-')}", positive=True)
@@ -278,7 +279,7 @@ def _distill(parser: argparse.ArgumentParser):
                 kind="clom" if args.clom else "cclom", source=source, archs=tuple(args.pool),
                 n_models=args.pool_size, epoch=epoch,
                 alphas=alphas,
-                real_batch=args.cclom_batch or DEFAULT_CCLOM_REAL_BATCH, ptm_only=args.ptm_only,
+                real_batch=args.cclom_real_batch or DEFAULT_CCLOM_REAL_BATCH, ptm_only=args.ptm_only,
             )
             validate_guidance(guidance, args.dataset)
             # the run id names the pool: the identity of the recipe its members were trained with

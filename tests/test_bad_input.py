@@ -49,7 +49,8 @@ DISTILL_CASES = [
     (["--clom", "--alphas", ","], "--alphas expects a number"),
     (["--clom", "--pool-epoch", "-1"], "give 0 (the untrained initializations) or a positive"),
     (["--clom", "--pool-size", "0"], "--pool-size must be an integer ≥ 1"),
-    (["--cclom", "--cclom-batch", "0"], "--cclom-batch must be an integer ≥ 1"),
+    (["--cclom", "--cclom-real-batch", "0"], "--cclom-real-batch must be an integer ≥ 1"),
+    (["--cclom", "--cclom-batch", "0"], "--cclom-real-batch must be an integer ≥ 1"),  # old name
     (["--clom", "--pool", "NoSuchNet"], "--pool: unknown model(s) 'NoSuchNet'"),
     (["--clom", "--pool", ","], "--pool needs at least one architecture"),
     (["--clom", "--source", "Nope"], "unknown dataset 'Nope'"),

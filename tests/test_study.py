@@ -267,3 +267,6 @@ def test_smoke_frame_holds_every_spec_field(smoke):
             "protocol.epochs", "accuracy", "run_id"} <= set(frame.columns)
     assert frame["accuracy"].between(0, 1).all()
     assert set(frame["n_archs"]) == {0, 1, 2, 3, 4}
+    # each field once: the labels ipc and method, not also the spec's subject.ipc, subject.method
+    assert {"ipc", "method"} <= set(frame) and not {"subject.ipc", "subject.method"} & set(frame)
+    assert not [c for c in frame.columns if c.startswith("row.")]
