@@ -20,9 +20,10 @@ $(STAMP): pyproject.toml
 study: env
 	$(BIN)/ptmdd study --profile smoke
 
-# JupyterLab on the notebooks, with the project's environment registered as the kernel "ptmdd".
+# JupyterLab on the notebooks; the .venv kernel is registered as "python3", the kernel the
+# notebooks name and papermill runs, so the lab and the batch use the same environment.
 lab: env
-	$(BIN)/python -m ipykernel install --sys-prefix --name ptmdd --display-name "ptmdd (.venv)"
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (ptmdd .venv)"
 	$(BIN)/jupyter lab notebooks/
 
 lint: env

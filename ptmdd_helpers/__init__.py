@@ -1,7 +1,12 @@
-"""ptmdd: pre-trained models in dataset distillation."""
+"""ptmdd: pre-trained models in dataset distillation.
+
+Importing the package changes nothing in the process. The CLI and the study's worker processes
+tune glibc's allocator (:func:`ptmdd_helpers.malloc.tune_malloc`); a notebook or script that wants
+the same speed-up calls ``tune_malloc()`` once.
+"""
 
 from .malloc import tune_malloc
 
 __version__ = "0.1.0"
 
-tune_malloc()  # see ptmdd_helpers.malloc; PTMDD_MALLOC_TUNING=0 turns it off
+__all__ = ["__version__", "tune_malloc"]

@@ -465,8 +465,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ptmdd`` console script."""
+    from .malloc import tune_malloc
+
     parser, runners = build_parser()
     args = parser.parse_args(argv)
+    tune_malloc()  # freed activations reused, not re-faulted (ptmdd_helpers/malloc.py)
     # warnings are shown as one line each, after the command; an error's paragraph replaces them
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("default")

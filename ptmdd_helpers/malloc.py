@@ -7,8 +7,10 @@ ConvNetW32 step on 640 FashionMNIST-sized images spent as much time in the kerne
 in computation (user 3.6 s, system 3.1 s for 10 steps; 1.7 million minor faults). Raising the mmap
 and trim thresholds makes freed blocks reusable (system 0.06 s, 41 thousand faults).
 
-The cost: a process keeps its peak heap instead of shrinking after a large step. Importing
-``ptmdd_helpers`` applies the tuning once; ``PTMDD_MALLOC_TUNING=0`` leaves glibc's defaults.
+The cost: a process keeps its peak heap instead of shrinking after a large step. The ``ptmdd``
+command and the study's worker processes apply the tuning once (importing ``ptmdd_helpers`` does
+not); ``tune_malloc()`` applies it in any other process; ``PTMDD_MALLOC_TUNING=0`` leaves glibc's
+defaults.
 Elsewhere than Linux with glibc this does nothing.
 """
 

@@ -181,6 +181,13 @@ def default_figures_dir(profile: str) -> Path:
     return resolve("figures", profile={"profile": profile})
 
 
+class SavedFiles(list):
+    """The paths a figure or table was saved to, shown in a notebook as one short line."""
+
+    def __repr__(self) -> str:
+        return "saved " + ", ".join(Path(p).name for p in self)
+
+
 @dataclass
 class Report:
     """What one notebook writes: figures, tables and verdicts, and its index fragment."""
@@ -199,7 +206,7 @@ class Report:
         self.directory = Path(self.directory or default_figures_dir(self.profile))
         self.directory.mkdir(parents=True, exist_ok=True)
 
-    def figure(self, fig: Figure, name: str | None = None) -> list[Path]:
+    def figure(self, fig: Figure, name: str | None = None) -> SavedFiles:
         """Save ``fig`` as ``<name>.png`` and ``<name>.pdf``; return the two paths."""
         name = name or self.notebook
         paths = [self.directory / f"{name}.{ext}" for ext in ("png", "pdf")]
@@ -207,9 +214,9 @@ class Report:
             fig.savefig(path, dpi=150, bbox_inches="tight")
         if name not in self.figures:
             self.figures.append(name)
-        return paths
+        return SavedFiles(paths)
 
-    def table(self, table: pd.DataFrame, name: str | None = None, caption: str = "") -> list[Path]:
+    def table(self, table: pd.DataFrame, name: str | None = None, caption: str = "") -> SavedFiles:
         """Write ``table`` as ``<name>.md`` and ``<name>.tex``; return the two paths."""
         name = name or f"{self.notebook}_table"
         md, tex = self.directory / f"{name}.md", self.directory / f"{name}.tex"
@@ -218,7 +225,7 @@ class Report:
         md.write_text(to_markdown(table), encoding="utf-8")
         tex.write_text(to_latex(table, caption), encoding="utf-8")
         self.tables = [t for t in self.tables if t[0] != name] + [(name, caption)]
-        return [md, tex]
+        return SavedFiles([md, tex])
 
     def verdict(self, verdict: Verdict) -> Verdict:
         """Record ``verdict`` and print it with the rule."""

@@ -47,7 +47,7 @@ RULE = (
 )
 
 
-@dataclass
+@dataclass(repr=False)
 class Verdict:
     """The outcome of one claim: effect, paired 95 % interval, decision and how it was computed."""
 
@@ -115,8 +115,21 @@ class Verdict:
                          f"the SD stayed as observed")
         return "\n".join(lines)
 
+    def summary(self) -> str:
+        """One line: the decision, the effect and its interval."""
+        interval = (f"[{self.low:+.2f}, {self.high:+.2f}]" if math.isfinite(self.low)
+                    else "no interval")
+        return (f"{self.label}: {self.treatment} vs {self.baseline}, effect {self.effect:+.2f} "
+                f"points, 95 % CI {interval}")
+
+    def __repr__(self) -> str:
+        return f"<Verdict {self.summary()}>"
+
     def _repr_markdown_(self) -> str:
-        return "```\n" + self.text() + "\n```"
+        interval = (f"[{self.low:+.2f}, {self.high:+.2f}]" if math.isfinite(self.low)
+                    else "no interval (fewer than 2 seeds)")
+        return (f"**{self.label}** — {self.claim}  \n{self.treatment} vs {self.baseline}: "
+                f"effect {self.effect:+.2f} points, 95 % CI {interval}, {self.unit}")
 
     def as_dict(self) -> dict[str, Any]:
         """The verdict as plain data (JSON-friendly), with its half-width."""

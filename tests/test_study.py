@@ -238,6 +238,11 @@ def test_smoke_study_writes_every_figure_table_and_verdict(smoke):
         assert len(found) == len(verdicts), notebook
         # the batch computed the grids first; the notebooks read them from the store
         assert "computing" not in outputs, notebook
+        shown = outputs + "".join(
+            "".join(out.get("data", {}).get("text/plain", "")) for cell in executed["cells"]
+            for out in cell.get("outputs", []))
+        for noise in ("TqdmWarning", "Verdict(claim=", "PosixPath(", "IProgress"):
+            assert noise not in shown, (notebook, noise)
     for name in ("06_pool_cost", "06_distill_cost"):
         assert (figures / f"{name}.md").is_file() and (figures / f"{name}.tex").is_file()
     index = (figures / "README.md").read_text()

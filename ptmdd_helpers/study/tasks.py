@@ -146,6 +146,9 @@ def execute_task(task: Task, config: Mapping[str, Any]) -> tuple[str, str, str]:
 
 def execute_tasks(task_list: Sequence[Task], config: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     """Run tasks one after another in this process (a submitit job's body)."""
+    from ..malloc import tune_malloc
+
+    tune_malloc()
     return [execute_task(task, config) for task in task_list]
 
 
@@ -160,6 +163,9 @@ def start_worker(threads: int, parent: int) -> None:
     """Worker initializer: ``threads`` intra-op threads, and a watchdog that ends with the parent."""
     import torch
 
+    from ..malloc import tune_malloc
+
+    tune_malloc()
     torch.set_num_threads(threads)
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True,
                      name="ptmdd-parent-watchdog").start()
