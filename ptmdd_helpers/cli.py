@@ -7,6 +7,7 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 
+from .cli_options import evaluate_and_print as _evaluate_and_print
 from .spread import plus_minus
 
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], Callable]]] = {}
@@ -52,8 +53,10 @@ def check_options(args: argparse.Namespace, **minimums: int) -> None:
                       fix=_OPTION_FIXES.get(dest, ""))
 
 
-def check_evaluation_options(args: argparse.Namespace, method: str):
-    """Check --eval-* and --device before anything is computed; return the protocol."""
+def check_evaluation_options(args: argparse.Namespace, method: str, dataset: str | None = None,
+                             arch: str | None = None):
+    """Check --eval-* and --device before anything is computed; return the protocol (the DC
+    augmentation default follows the reference for ``dataset`` and the evaluation ``arch``)."""
     from .checks import check_models
     from .evaluate import protocol_for
     from .training import resolve_device
@@ -64,7 +67,8 @@ def check_evaluation_options(args: argparse.Namespace, method: str):
         check_models(args.eval_archs, "--eval-archs")
     overrides = {"epochs": args.eval_epochs, "augment": args.eval_augment,
                  "precision": args.eval_precision}
-    return protocol_for(method, **{k: v for k, v in overrides.items() if v is not None})
+    return protocol_for(method, dataset=dataset, arch=arch,
+                        **{k: v for k, v in overrides.items() if v is not None})
 
 
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
@@ -171,25 +175,6 @@ def _workspace(args: argparse.Namespace):
                      recompute=getattr(args, "recompute", False))
 
 
-def _evaluate_and_print(subject, args: argparse.Namespace, workspace) -> None:
-    from .runs import EvaluationSpec, evaluation_run
-
-    method = subject.method if hasattr(subject, "method") else "DC"
-    protocol = check_evaluation_options(args, method)
-    specs = [EvaluationSpec(subject, arch, args.eval_nets, protocol)  # all checked before any runs
-             for arch in args.eval_archs or [getattr(subject, "model", "ConvNet")]]
-    for spec in specs:
-        arch = spec.arch
-        run = evaluation_run(spec, workspace)
-        summary = run.metrics["summary"]
-        seconds = sum(row["seconds"] for row in run.metrics["rows"])
-        precision = "" if protocol.precision == "fp32" else f", {protocol.precision}"
-        print(f"evaluation {run.id}: {arch} ({protocol.epochs} epochs, augment "
-              f"{protocol.augment}{precision}): "
-              f"{plus_minus(summary['mean'], summary['std'], summary['n'])} % over networks "
-              f"(sample SD)  [{seconds:.1f} s training]")
-
-
 def add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the evaluation protocol options."""
     parser.add_argument("--eval-archs", type=_csv, default=None,
@@ -198,8 +183,11 @@ def add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fresh networks per architecture (default 20)")
     parser.add_argument("--eval-epochs", type=int, default=None,
                         help="training epochs (default: 300 for DC, 1000 for DSA/DM)")
-    parser.add_argument("--eval-augment", choices=("none", "dsa"), default=None,
-                        help="augmentation while training (default: none for DC, dsa for DSA/DM)")
+    parser.add_argument("--eval-augment", default=None,
+                        choices=("none", "dsa", "crop_scale_rotate", "crop_noise"),
+                        help="augmentation while training (default: dsa for DSA/DM; for DC as "
+                             "the reference: crop_noise for ConvNetBN, crop_scale_rotate on "
+                             "MNIST/MNIST5k, else none)")
     parser.add_argument("--eval-precision", choices=("fp32", "bf16"), default=None,
                         help="fp32 (default) or bf16: convolutions in bfloat16 under autocast, "
                              "faster on CPUs with AVX-512 BF16 and on GPUs")
@@ -392,6 +380,25 @@ def _runs(parser: argparse.ArgumentParser):
             extra = (f"{plus_minus(summary['mean'], summary.get('std'), summary['n'])} %"
                      if summary else f"loss {found.metrics.get('final_loss')}")
             print(f"{found.id}  {extra}")
+        return 0
+
+    return run
+
+
+@command("export", "write a distillation's images and labels as a .pt of tensors and a PNG grid")
+def _export(parser: argparse.ArgumentParser):
+    parser.add_argument("run", help="run id or path of a distillation")
+    parser.add_argument("--format", choices=("pt", "png", "both"), default="both",
+                        help="pt (tensors, torch.load(weights_only=True)), png (grid) or both")
+    parser.add_argument("--out", required=True, help="folder for <run id>.pt / <run id>.png")
+    parser.add_argument("--store", default=None, help="default: $PTMDD_RUNS, else runs/store")
+
+    def run(args: argparse.Namespace) -> int:
+        from .export import export_run
+        from .store import RunStore
+
+        for path in export_run(RunStore(args.store).load(args.run), args.out, args.format):
+            print(path)
         return 0
 
     return run

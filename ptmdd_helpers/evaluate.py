@@ -14,10 +14,11 @@ The protocol of the DC/DSA/DM reference code (``evaluate_synset``), with its def
   :func:`~ptmdd_helpers.training.seeded_model`), mini-batch order and augmentation draws (two
   explicit generators); the global RNG is neither read nor changed.
 
-Defaults (:func:`protocol_for`): DC trains 300 epochs without augmentation; DSA and DM train 1000
-epochs with per-sample DSA augmentation (``color_crop_cutout_flip_scale_rotate``, flip dropped for
-datasets whose ``flip_augment`` is False). SGD lr 0.01, momentum 0.9, weight decay 5e-4, batch 256.
-The training loop is :func:`~ptmdd_helpers.training.train_epoch`.
+Defaults (:func:`protocol_for`): DC trains 300 epochs without augmentation, except where the
+reference augments (given ``dataset``/``arch``): ``crop_scale_rotate`` on MNIST, ``crop_noise`` for
+ConvNetBN (:func:`~ptmdd_helpers.augment.dc_reference_augment`); DSA and DM train 1000 epochs with
+per-sample DSA (``color_crop_cutout_flip_scale_rotate``, no flip where ``flip_augment`` is False).
+SGD lr 0.01, momentum 0.9, weight decay 5e-4, batch 256; loop :func:`~ptmdd_helpers.training.train_epoch`.
 
 ``EvalProtocol.precision="bf16"`` (opt-in, part of the run id) trains and tests the networks in
 mixed precision (:data:`~ptmdd_helpers.training.PRECISIONS`): convolutions and matmuls in bfloat16
@@ -50,7 +51,7 @@ from dataclasses import dataclass, fields, replace
 import torch
 from tqdm.auto import tqdm
 
-from .augment import DSAConfig, augment_per_sample
+from .augment import EVAL_AUGMENTS, dc_reference_augment, eval_augmenter
 from .checks import check_int, check_number
 from .data import LoadedDataset
 from .ensemble import Ensemble, ensemble_support
@@ -69,7 +70,7 @@ from .training import (
     with_precision,
 )
 
-AUGMENTS = ("none", "dsa")
+AUGMENTS = EVAL_AUGMENTS  # none, dsa, crop_scale_rotate, crop_noise
 LOG_EVERY_EPOCHS = 10  # the ensemble's progress bar reads its training accuracy this often
 
 # method -> (epochs, augment) of the reference evaluation
@@ -89,7 +90,7 @@ class EvalProtocol:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     batch_size: int = 256
-    augment: str = "none"  # "none" | "dsa"
+    augment: str = "none"  # AUGMENTS: "none" | "dsa" | "crop_scale_rotate" | "crop_noise"
     precision: str = added_field("fp32")  # "fp32" | "bf16" (opt-in mixed precision, training.py)
 
     def __post_init__(self) -> None:
@@ -113,9 +114,13 @@ class EvalProtocol:
         )
 
 
-def protocol_for(method: str, **overrides: object) -> EvalProtocol:
+def protocol_for(
+    method: str, *, dataset: str | None = None, arch: str | None = None, **overrides: object
+) -> EvalProtocol:
     """DC: 300 epochs, no augmentation; DSA and DM: 1000 epochs with DSA; overrides replace fields.
 
+    ``dataset`` and ``arch`` (the evaluation network) only pick DC's reference augmentation
+    (``crop_scale_rotate`` on MNIST, ``crop_noise`` for ConvNetBN) unless ``augment`` is given.
     ``method`` is case-insensitive; unknown methods or field names raise ``ValueError``.
     """
     key = str(method).upper()
@@ -126,21 +131,16 @@ def protocol_for(method: str, **overrides: object) -> EvalProtocol:
     if unknown:
         raise ValueError(f"unknown protocol field(s) {unknown}; valid: {sorted(names)}")
     epochs, augment = METHOD_DEFAULTS[key]
+    if key == "DC":  # the reference's get_daparam
+        augment = dc_reference_augment(dataset, arch) or augment
     return replace(EvalProtocol(epochs=epochs, augment=augment), **overrides)
 
 
 def _augmenter(
     protocol: EvalProtocol, data: LoadedDataset
 ) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None:
-    """The per-sample DSA callable for ``train_epoch`` (flip dropped where flips are wrong)."""
-    if protocol.augment == "none":
-        return None
-    config = DSAConfig() if data.info.flip_augment else DSAConfig().without_flip()
-
-    def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        return augment_per_sample(x, config, generator)
-
-    return augment
+    """The per-sample augmentation callable for ``train_epoch`` (DSA: no flip where flips are wrong)."""
+    return eval_augmenter(protocol.augment, flip=data.info.flip_augment)
 
 
 def _check_training_set(

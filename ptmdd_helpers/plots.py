@@ -221,3 +221,96 @@ def _wrap(text: str, width: int = 42) -> str:
     import textwrap
 
     return "\n".join(textwrap.wrap(text, width)[:3])
+
+
+def _first_per_class(images: Any, labels: Any, classes: int) -> list[Any]:
+    """The first image of each class (``None`` where a class has none)."""
+    found = []
+    for c in range(classes):
+        index = (labels == c).nonzero()
+        found.append(images[int(index[0])] if len(index) else None)
+    return found
+
+
+def synthetic_images_plot(sets: Sequence[dict], title: str = "") -> Figure:
+    """The synthetic sets of one seed (rows; first image per class), then baseline − guided.
+
+    ``sets`` as :func:`ptmdd_helpers.study.synthetic_sets` returns them. The lower block shows,
+    per guided set, the baseline's image minus the guided one (same method), pixel values after
+    denormalization averaged over channels, on a diverging map centred at 0.
+    """
+    import matplotlib.pyplot as plt
+    import torch
+
+    from .data import get_info
+
+    info = get_info(sets[0]["dataset"])
+    mean = torch.tensor(info.mean).view(-1, 1, 1)
+    std = torch.tensor(info.std).view(-1, 1, 1)
+    shown = [[None if im is None else (im.float() * std + mean).clamp(0, 1) for im in
+              _first_per_class(s["images"], s["labels"], info.num_classes)] for s in sets]
+    baselines = {s["method"]: row for s, row in zip(sets, shown, strict=True) if s["baseline"]}
+    diffs = [(s, [None if a is None or b is None else (a - b).mean(0) for a, b in
+                  zip(baselines[s["method"]], row, strict=True)])
+             for s, row in zip(sets, shown, strict=True)
+             if not s["baseline"] and s["method"] in baselines]
+    largest = max([float(d.abs().max()) for _, row in diffs for d in row if d is not None] + [1e-6])
+    rows, cols = len(sets) + len(diffs), info.num_classes
+    fig, axes = plt.subplots(rows, cols, figsize=(0.9 * cols + 1.6, 0.95 * rows + 0.6),
+                             squeeze=False)
+    image = None
+    for r, (s, row) in enumerate(zip(sets, shown, strict=True)):
+        for c, im in enumerate(row):
+            if im is not None:
+                axes[r][c].imshow(im.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray",
+                                  vmin=0, vmax=1)
+        axes[r][0].set_ylabel(_wrap(s["label"], 18), rotation=0, ha="right", va="center",
+                              fontsize=7)
+    for r, (s, row) in enumerate(diffs, start=len(sets)):
+        for c, d in enumerate(row):
+            if d is not None:
+                image = axes[r][c].imshow(d.numpy(), cmap="RdBu_r", vmin=-largest, vmax=largest)
+        axes[r][0].set_ylabel(_wrap(f"baseline − {s['label']}", 18), rotation=0, ha="right",
+                              va="center", fontsize=7)
+    for c, name in enumerate(info.class_names[:cols]):
+        axes[0][c].set_title(str(name)[:10], fontsize=7)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if image is not None:
+        fig.colorbar(image, ax=axes[len(sets):, :].ravel().tolist(), shrink=0.8,
+                     label="pixel difference")
+    fig.suptitle(title or "Synthetic images (one seed), and what the guidance changed",
+                 fontsize=9)
+    return fig
+
+
+def diversity_plot(gains: pd.DataFrame, title: str = "",
+                   measures: Sequence[str] = ("disagreement", "cka_distance")) -> Figure:
+    """The paired gain of each pool (95 % interval) against its diversity, one panel per measure,
+    with Pearson's r (Fisher-z 95 % interval, n ≥ 4) and Spearman's ρ over the pools."""
+    import matplotlib.pyplot as plt
+
+    from .diversity import gain_correlation
+
+    fig, axes = plt.subplots(1, len(measures), figsize=(4.2 * len(measures), 3.4), squeeze=False)
+    for ax, measure in zip(axes[0], measures, strict=True):
+        x, y = gains[measure].to_numpy(float), gains["gain"].to_numpy(float)
+        below = y - gains["low"].to_numpy(float)
+        above = gains["high"].to_numpy(float) - y
+        ax.errorbar(x, y, yerr=[below, above], fmt="o", capsize=3)
+        ax.axhline(0.0, color="grey", lw=0.8, ls="--")
+        ax.set_xlabel({"disagreement": "prediction disagreement (pairs of members)",
+                       "cka_distance": "1 − linear CKA of features (pairs)"}.get(measure, measure))
+        ax.set_ylabel("gain over the baseline (points)")
+        if len(gains) >= 2 and len(set(x)) > 1:
+            corr = gain_correlation(y, x)
+            interval = (f" [{corr['low']:+.2f}, {corr['high']:+.2f}]" if corr["low"] is not None
+                        else " (no interval: n < 4)")
+            ax.set_title(f"r = {corr['r']:+.2f}{interval}, ρ = {corr['rho']:+.2f}, "
+                         f"n = {corr['n']} pools", fontsize=8)
+        else:
+            ax.set_title("fewer than 2 distinct pools: no correlation", fontsize=8)
+    fig.suptitle(title or "Gain against pool diversity", fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -26,13 +26,16 @@ from .paths import resolve
 from .plots import (
     accuracy_plot,
     alpha_plot,
+    diversity_plot,
     epoch_plot,
     paired_plot,
     per_seed_points,
     rotate_labels,
     scatter_plot,
     sd_bar,
+    synthetic_images_plot,
 )
+from .scores import label_robust_score, lrs_summary, lrs_table
 from .spread import mean_sd, plus_minus
 from .verdicts import (
     ACCURACY,
@@ -50,11 +53,12 @@ from .verdicts import (
 )
 
 __all__ = [
-    "ACCURACY", "LABELS", "RULE", "SEED", "Report", "Verdict", "accuracy_plot", "accuracy_table",
-    "alpha_plot", "compare", "decide", "distill_cost_table", "epoch_plot", "paired_plot",
-    "paired_interval", "pool_cost_table", "record_batch", "rotate_labels", "scatter_plot",
-    "per_seed_points", "sd_bar", "seed_means", "select", "to_latex", "to_markdown",
-    "welch_interval", "write_index",
+    "ACCURACY", "LABELS", "RULE", "SEED", "Report", "SavedFiles", "Verdict", "accuracy_plot",
+    "accuracy_table", "alpha_plot", "compare", "decide", "distill_cost_table", "diversity_plot",
+    "epoch_plot", "gain_by_pool", "label_robust_score", "lrs_summary", "lrs_table",
+    "paired_interval", "paired_plot", "per_seed_points",
+    "pool_cost_table", "record_batch", "rotate_labels", "scatter_plot", "sd_bar", "seed_means",
+    "select", "synthetic_images_plot", "to_latex", "to_markdown", "welch_interval", "write_index",
 ]
 
 if TYPE_CHECKING:
@@ -171,6 +175,22 @@ def distill_cost_table(distills: pd.DataFrame, by: str = "condition") -> pd.Data
             "× unguided": f"{seconds.mean() / base.mean():.2f}" if len(base) else "",
         })
     return pd.DataFrame(rows)
+
+
+def gain_by_pool(
+    frame: pd.DataFrame, diversity: pd.DataFrame, key: str, *, treatment: str = "+CLoM",
+    baseline: str = "baseline", strata: Sequence[str] = ("method", "ipc"),
+) -> pd.DataFrame:
+    """Per pool of ``diversity`` (joined to ``frame`` on ``key``): its paired gain over the
+    baseline in points with the 95 % interval (:func:`compare`), next to its diversity."""
+    rows = []
+    for _, pool in diversity.iterrows():
+        verdict = compare(frame, {"condition": treatment, key: pool[key]},
+                          {"condition": baseline}, strata=[s for s in strata if s in frame],
+                          claim=f"gain of the pool {pool[key]}")
+        rows.append({**pool.to_dict(), "gain": verdict.effect, "low": verdict.low,
+                     "high": verdict.high, "seeds": verdict.n_treatment})
+    return pd.DataFrame.from_records(rows)
 
 
 # --------------------------------------------------------------------------- outputs

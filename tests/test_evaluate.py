@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+import ptmdd_helpers.augment as aug
 import ptmdd_helpers.evaluate as ev
 from ptmdd_helpers.data import LoadedDataset
 from ptmdd_helpers.evaluate import (
@@ -164,14 +165,14 @@ def test_random_real_subset_beats_chance_and_the_whole_set_beats_one_per_class(d
 
 def _recording_augment(monkeypatch):
     calls = []
-    original = ev.augment_per_sample
+    original = aug.augment_per_sample  # what evaluation's DSA callable calls
 
     def wrapped(images, config, generator):
         out = original(images, config, generator)
         calls.append((images.detach().clone(), out.detach().clone(), config))
         return out
 
-    monkeypatch.setattr(ev, "augment_per_sample", wrapped)
+    monkeypatch.setattr(aug, "augment_per_sample", wrapped)
     return calls
 
 

@@ -243,6 +243,15 @@ def test_smoke_study_writes_every_figure_table_and_verdict(smoke):
             for out in cell.get("outputs", []))
         for noise in ("TqdmWarning", "Verdict(claim=", "PosixPath(", "IProgress"):
             assert noise not in shown, (notebook, noise)
+    for notebook in study.NOTEBOOKS:  # the synthetic sets of one seed, side by side
+        assert (figures / f"{notebook}_images.png").stat().st_size > 5000, notebook
+        assert f"({notebook}_images.png)" in (figures / "README.md").read_text()
+    for notebook in ("01_initialization", "02_architecture"):  # gain against pool diversity
+        assert (figures / f"{notebook}_diversity.png").stat().st_size > 5000, notebook
+        table = (figures / f"{notebook}_diversity_table.md").read_text()
+        assert "disagreement" in table and "cka_distance" in table and "gain" in table
+    lrs = (figures / "00_preliminary_lrs.md").read_text()  # DD-Ranking's scores beside accuracy
+    assert "LRS" in lrs and "HLR" in lrs and "IOR" in lrs and "±" in lrs
     for name in ("06_pool_cost", "06_distill_cost"):
         assert (figures / f"{name}.md").is_file() and (figures / f"{name}.tex").is_file()
     index = (figures / "README.md").read_text()

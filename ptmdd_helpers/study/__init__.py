@@ -34,7 +34,13 @@ from .batch import (
     stored_compute_seconds,
     workspace,
 )
-from .frames import distillation_frame, pool_frame, result_frame
+from .frames import (
+    distillation_frame,
+    pool_diversity_frame,
+    pool_frame,
+    result_frame,
+    synthetic_sets,
+)
 from .grids import Grid, GridItem, PoolNeed, architecture_pools, build_grid, merge_members
 from .profiles import (
     NOTEBOOKS,
@@ -53,6 +59,7 @@ __all__ = [
     "architecture_pools", "batch_dir", "build_grid", "compute", "deep_merge", "distillation_frame",
     "dry_run", "execute_notebook", "execute_task", "figures_dir", "grid_size", "load_profile",
     "machine_description", "merge_members", "notebook_parameters", "notebook_path",
-    "parse_override", "pending_tasks", "pool_frame", "profile_path", "result_frame", "run",
-    "run_study", "select_notebooks", "stored_compute_seconds", "workspace",
+    "parse_override", "pending_tasks", "pool_diversity_frame", "pool_frame", "profile_path",
+    "result_frame", "run",
+    "run_study", "select_notebooks", "stored_compute_seconds", "synthetic_sets", "workspace",
 ]

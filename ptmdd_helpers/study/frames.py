@@ -6,7 +6,7 @@ Rows are built by :func:`ptmdd_helpers.frames.run_records`, the builder the stor
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..distill import DistillSpec
 from ..frames import run_records, tidy_frame
@@ -81,4 +81,74 @@ def pool_frame(grid: Grid, ws: Workspace | None = None, per_epoch: bool = False)
             "storage_MB": sum(p.stat().st_size for p in files) / 2**20,
             "final_test_acc": log.epochs[-1]["test_acc"] if log.epochs else math.nan,
         })
+    return pd.DataFrame.from_records(records)
+
+
+def synthetic_sets(grid: Grid, ws: Workspace | None = None, seed: int | None = None) -> list[dict]:
+    """The stored synthetic sets of one seed (default: the grid's first), baseline first.
+
+    One entry per distillation of that seed at the grid's first IPC and target: ``label`` (what
+    distinguishes it: its labels that vary between the sets), ``method``, ``baseline`` (whether it
+    is a baseline), ``dataset``, ``images`` and ``labels`` (tensors as stored).
+    """
+    ws = ws or workspace(grid.params)
+    distills = [(dict(i.labels), i.spec.subject) for i in grid.items
+                if isinstance(i.spec.subject, DistillSpec)]
+    if not distills:
+        return []
+    first = distills[0][1]
+    seed = first.seed if seed is None else seed
+    chosen, seen = [], set()
+    for labels, spec in distills:
+        if (spec.seed, spec.ipc, spec.dataset) != (seed, first.ipc, first.dataset) or spec in seen:
+            continue
+        seen.add(spec)
+        chosen.append((labels, spec))
+    keys = [k for k in dict.fromkeys(k for labels, _ in chosen for k in labels)
+            if k not in ("ipc", "target") and len({str(lb.get(k)) for lb, _ in chosen}) > 1
+            and not any(isinstance(lb.get(k), bool) for lb, _ in chosen)]  # flags: no label
+    sets = []
+    for labels, spec in chosen:
+        run = ws.store.get(spec)
+        if run is None:  # diverged or missing: nothing to show
+            continue
+        tensors = run.tensors()
+        text = ", ".join(str(labels[k]) if k in ("condition", "method") else f"{k} {labels[k]}"
+                         for k in keys if k in labels)
+        sets.append({"label": text or labels.get("condition", ""), "method": spec.method,
+                     "baseline": labels.get("condition") == "baseline", "dataset": spec.dataset,
+                     "images": tensors["images"], "labels": tensors["labels"]})
+    return sets
+
+
+def pool_diversity_frame(grid: Grid, ws: Workspace | None = None, max_images: int = 2000,
+                         ) -> pd.DataFrame:
+    """One row per PTM pool that guides ``grid``: its labels and its diversity.
+
+    Columns: the items' labels that name the pool (e.g. ``n_models`` in 01, ``pool`` in 02), the
+    pool's ``source``, ``archs``, ``n_models``, ``epoch``, and ``disagreement`` and
+    ``cka_distance`` from :func:`ptmdd_helpers.diversity.pool_diversity` (docs/method.md).
+    """
+    import pandas as pd
+
+    from ..diversity import pool_diversity
+
+    ws = ws or workspace(grid.params)
+    skip = {"method", "ipc", "condition", "target"}
+    pools: dict[Any, dict[str, Any]] = {}
+    for item in grid.items:
+        subject = item.spec.subject
+        g = getattr(subject, "guidance", None)
+        if g is None or g.ptm_only:
+            continue
+        key = (g.source, g.archs, g.n_models, g.epoch, g.pool_recipe)
+        if key not in pools:
+            pools[key] = {k: v for k, v in item.labels if k not in skip}
+    records = []
+    for (source, archs, n_models, epoch, identity), labels in pools.items():
+        measured = pool_diversity(source, archs, n_models, epoch, pool_root=ws.pool_root,
+                                  data_root=ws.data_root, device=str(ws.device),
+                                  max_images=max_images, pool_recipe=identity)
+        records.append({**labels, "source": source, "archs": "+".join(archs),
+                        "n_models": n_models, "epoch": epoch, **measured})
     return pd.DataFrame.from_records(records)

@@ -76,7 +76,7 @@ class ProtocolSettings(Section):
     momentum: NonNegative | None = None
     weight_decay: NonNegative | None = None
     batch_size: PositiveInt | None = None
-    augment: Literal["none", "dsa"] | None = None
+    augment: Literal["none", "dsa", "crop_scale_rotate", "crop_noise"] | None = None
     precision: Literal["fp32", "bf16"] | None = None
 
 

@@ -1,0 +1,91 @@
+"""Export a stored distillation in the layout other evaluators load (``ptmdd export``).
+
+``<out>/<run_id>.pt`` holds, saved with ``torch.save`` and loadable with
+``torch.load(path, weights_only=True)``::
+
+    {"images": float32 (N, C, H, W), normalized as the dataset's training images,
+     "labels": int64 (N,), "mean": [...], "std": [...], "classes": [...],
+     "dataset": name, "ipc": k, "run_id": id}
+
+``<out>/<run_id>.png`` is a grid of the denormalized images clamped to [0, 1], one row per class
+(one row in all when the IPC is 1). Both are written atomically.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+
+from .data import get_info
+from .runfiles import Run, _atomic_target, atomic_torch_save
+
+FORMATS = ("pt", "png")
+
+
+def export_formats(formats: str | Iterable[str]) -> tuple[str, ...]:
+    """Normalize ``"pt"``, ``"png"``, ``"both"`` or a sequence of them to a tuple of formats."""
+    names = [formats] if isinstance(formats, str) else list(formats)
+    chosen: list[str] = []
+    for name in names:
+        for part in FORMATS if name == "both" else (name,):
+            if part not in FORMATS:
+                raise ValueError(f"unknown export format {part!r}; valid: pt, png, both")
+            if part not in chosen:
+                chosen.append(part)
+    if not chosen:
+        raise ValueError("no export format given; valid: pt, png, both")
+    return tuple(chosen)
+
+
+def exported_set(run: Run) -> dict[str, object]:
+    """The exported dictionary of a distillation run (see the module docstring)."""
+    if run.kind != "distill":
+        raise ValueError(f"{run.id} is a {run.kind} run, not a distillation: `ptmdd export` "
+                         "exports the synthetic set of a distillation run (see `ptmdd runs list "
+                         "--kind distill`)")
+    dataset, ipc = str(run.spec["dataset"]), int(run.spec["ipc"])
+    info = get_info(dataset)
+    tensors = run.tensors()
+    images = tensors["images"].detach().cpu().to(torch.float32).contiguous()
+    labels = tensors["labels"].detach().cpu().to(torch.int64).contiguous()
+    if images.dim() != 4 or images.shape[0] != labels.shape[0]:
+        raise ValueError(f"{run.id}: stored images {tuple(images.shape)} and labels "
+                         f"{tuple(labels.shape)} do not form a set of (N, C, H, W) and (N,)")
+    return {"images": images, "labels": labels, "mean": [float(m) for m in info.mean],
+            "std": [float(s) for s in info.std], "classes": list(info.class_names),
+            "dataset": dataset, "ipc": ipc, "run_id": run.id}
+
+
+def save_grid(exported: dict, path: str | Path) -> None:
+    """Save the denormalized images of ``exported`` as a PNG grid, one row per class."""
+    from torchvision.utils import save_image
+
+    images, labels = exported["images"], exported["labels"]
+    order = torch.sort(labels, stable=True).indices  # class by class, in stored order within one
+    shape = (1, images.shape[1], 1, 1)
+    pixels = (images[order] * torch.tensor(exported["std"]).view(shape)
+              + torch.tensor(exported["mean"]).view(shape)).clamp(0, 1)
+    ipc = int(exported["ipc"])
+    nrow = ipc if ipc > 1 else len(exported["classes"])
+    with _atomic_target(Path(path), "wb") as handle:
+        save_image(pixels, handle, nrow=max(1, nrow), format="png")
+
+
+def export_run(run: Run, out_dir: str | Path, formats: str | Iterable[str] = FORMATS) -> list[Path]:
+    """Write ``<out_dir>/<run_id>.pt`` and/or ``.png`` of a distillation run; return the paths."""
+    chosen = export_formats(formats)
+    exported = exported_set(run)
+    out_dir = Path(out_dir)
+    written = []
+    if "pt" in chosen:
+        atomic_torch_save(exported, out_dir / f"{run.id}.pt")
+        written.append(out_dir / f"{run.id}.pt")
+    if "png" in chosen:
+        save_grid(exported, out_dir / f"{run.id}.png")
+        written.append(out_dir / f"{run.id}.png")
+    return written
+
+
+__all__ = ["FORMATS", "export_formats", "export_run", "exported_set", "save_grid"]
