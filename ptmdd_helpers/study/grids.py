@@ -169,13 +169,15 @@ def methods(params: Params) -> list[str]:
     return [m.upper() for m in params.get("methods", ["DM"])]
 
 
-def protocol(params: Params, method: str, **extra: Any) -> EvalProtocol:
-    """The evaluation protocol of ``method`` with the profile's ``eval`` overrides."""
+def protocol(params: Params, method: str, dataset: str | None = None, arch: str | None = None,
+             **extra: Any) -> EvalProtocol:
+    """The evaluation protocol of ``method`` with the profile's ``eval`` overrides; DC's default
+    augmentation follows the reference for ``dataset`` and ``arch`` (docs/method.md)."""
     section = params.get("eval") or {}
     settings = {k: v for k, v in section.items() if k not in (*METHODS, "archs", "n_nets")}
     settings.update(section.get(method) or {})
     settings.update(extra)
-    return protocol_for(method, **settings)
+    return protocol_for(method, dataset=dataset, arch=arch, **settings)
 
 
 # --------------------------------------------------------------------------- specs
@@ -230,8 +232,8 @@ def add_evaluations(
     section = params.get("eval") or {}
     archs = archs or section.get("archs") or [getattr(subject, "model", None) or
                                              params["distill"].get("model", "ConvNet")]
-    proto = protocol(params, method)
     for arch in archs:
+        proto = protocol(params, method, subject.dataset, arch)
         grid.add(EvaluationSpec(subject, arch, int(section.get("n_nets", 1)), proto),
                  method=method, ipc=getattr(subject, "ipc", None), **labels)
 
@@ -263,7 +265,8 @@ def preliminary_grid(params: Params) -> Grid:
         arch = (arch or ((params.get("eval") or {}).get("archs") or [None])[0]
                 or params["distill"].get("model"))
         grid.add(EvaluationSpec(WholeDatasetSpec(target), arch, n_nets,
-                                protocol(params, whole.pop("method", "DC"), **whole)),
+                                protocol(params, whole.pop("method", "DC"), target, arch,
+                                         **whole)),
                  method="whole", ipc=None, condition="whole dataset")
     return grid
 
