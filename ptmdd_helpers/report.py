@@ -268,7 +268,7 @@ class Report:
             self.note(text)
         return len(missing)
 
-    def write(self) -> Path:
+    def write(self) -> SavedFiles:
         """Write ``<notebook>.md`` (the index fragment) and ``<notebook>.verdicts.json``, and the
         per-seed differences of its verdicts as ``<notebook>_paired.png``/``.pdf``."""
         paired = [v for v in self.verdicts if v.differences]
@@ -300,7 +300,7 @@ class Report:
             json.dumps([v.as_dict() for v in self.verdicts], indent=2, default=str) + "\n",
             encoding="utf-8",
         )
-        return path
+        return SavedFiles([path, self.directory / f"{self.notebook}.verdicts.json"])
 
 
 def record_batch(directory: str | Path, batch: Mapping[str, Any]) -> list[dict[str, Any]]:
