@@ -68,14 +68,19 @@ class DistillSection(DistillSettings):
     DM: DistillSettings | None = None
 
 
-class ProtocolSettings(Section):
-    """Evaluation protocol overrides (``evaluate.protocol_for``)."""
+class SGDSettings(Section):
+    """How a network is trained with SGD: epochs, learning rate, momentum, decay, batch."""
 
     epochs: PositiveInt | None = None
     lr: Positive | None = None
     momentum: NonNegative | None = None
     weight_decay: NonNegative | None = None
     batch_size: PositiveInt | None = None
+
+
+class ProtocolSettings(SGDSettings):
+    """Evaluation protocol overrides (``evaluate.protocol_for``)."""
+
     augment: Literal["none", "dsa", "crop_scale_rotate", "crop_noise"] | None = None
     precision: Literal["fp32", "bf16"] | None = None
 
@@ -90,14 +95,9 @@ class EvalSection(ProtocolSettings):
     DM: ProtocolSettings | None = None
 
 
-class RecipeSection(Section):
+class RecipeSection(SGDSettings):
     """How pool members are trained (``pools.TrainRecipe``)."""
 
-    epochs: PositiveInt | None = None
-    lr: Positive | None = None
-    momentum: NonNegative | None = None
-    weight_decay: NonNegative | None = None
-    batch_size: PositiveInt | None = None
     milestones: list[Count] | None = None
 
 
