@@ -288,7 +288,7 @@ def synthetic_images_plot(sets: Sequence[dict], title: str = "") -> Figure:
 def diversity_plot(gains: pd.DataFrame, title: str = "",
                    measures: Sequence[str] = ("disagreement", "cka_distance")) -> Figure:
     """The paired gain of each pool (95 % interval) against its diversity, one panel per measure,
-    with Pearson's r (Fisher-z 95 % interval, n ≥ 4) and Spearman's ρ over the pools."""
+    with Pearson's r (Fisher-z 95 % interval, n ≥ 4) and Spearman's ρ over ≥ 3 pools."""
     import matplotlib.pyplot as plt
 
     from .diversity import gain_correlation
@@ -303,14 +303,14 @@ def diversity_plot(gains: pd.DataFrame, title: str = "",
         ax.set_xlabel({"disagreement": "prediction disagreement (pairs of members)",
                        "cka_distance": "1 − linear CKA of features (pairs)"}.get(measure, measure))
         ax.set_ylabel("gain over the baseline (points)")
-        if len(gains) >= 2 and len(set(x)) > 1:
+        if len(gains) >= 3 and len(set(x)) > 1:
             corr = gain_correlation(y, x)
             interval = (f" [{corr['low']:+.2f}, {corr['high']:+.2f}]" if corr["low"] is not None
                         else " (no interval: n < 4)")
             ax.set_title(f"r = {corr['r']:+.2f}{interval}, ρ = {corr['rho']:+.2f}, "
                          f"n = {corr['n']} pools", fontsize=8)
         else:
-            ax.set_title("fewer than 2 distinct pools: no correlation", fontsize=8)
+            ax.set_title(f"{len(gains)} pools: too few for a correlation (needs 3)", fontsize=8)
     fig.suptitle(title or "Gain against pool diversity", fontsize=9)
     fig.tight_layout()
     return fig
