@@ -120,10 +120,11 @@ def test_same_seed_parts_are_bitwise_reproducible_and_leave_global_rng(digits, s
 
 
 def test_networks_get_their_own_seeds(monkeypatch, digits, subset10):
-    initial = {}
+    initial, alive = {}, []
 
     def capture(model, optimizer, *args, **kwargs):
         if id(model) not in initial:
+            alive.append(model)  # keeps the id from being reused by the next network
             initial[id(model)] = [p.detach().clone() for p in model.parameters()]
         return train_epoch(model, optimizer, *args, **kwargs)
 
