@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from .data import get_info
-from .runfiles import Run, _atomic_target, atomic_torch_save
+from .runfiles import Run, atomic_torch_save, write_image_grid
 
 FORMATS = ("pt", "png")
 
@@ -60,17 +60,11 @@ def exported_set(run: Run) -> dict[str, object]:
 
 def save_grid(exported: dict, path: str | Path) -> None:
     """Save the denormalized images of ``exported`` as a PNG grid, one row per class."""
-    from torchvision.utils import save_image
-
     images, labels = exported["images"], exported["labels"]
     order = torch.sort(labels, stable=True).indices  # class by class, in stored order within one
-    shape = (1, images.shape[1], 1, 1)
-    pixels = (images[order] * torch.tensor(exported["std"]).view(shape)
-              + torch.tensor(exported["mean"]).view(shape)).clamp(0, 1)
     ipc = int(exported["ipc"])
     nrow = ipc if ipc > 1 else len(exported["classes"])
-    with _atomic_target(Path(path), "wb") as handle:
-        save_image(pixels, handle, nrow=max(1, nrow), format="png")
+    write_image_grid(images[order], exported["mean"], exported["std"], nrow, Path(path))
 
 
 def export_run(run: Run, out_dir: str | Path, formats: str | Iterable[str] = FORMATS) -> list[Path]:

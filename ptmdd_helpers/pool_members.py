@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from .checks import is_int, is_number
 from .data import get_info
 from .paths import resolve
 from .training import TrainRecipe
@@ -90,21 +91,20 @@ _FLAGS = {"epochs": "epochs (--epochs)", "lr": "lr (--lr)", "momentum": "momentu
 def _recipe_problems(values: Mapping) -> list[str]:
     def number(name: str, low: float, strict: bool) -> str | None:
         value = values[name]
-        ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
-              and math.isfinite(value) and (value > low if strict else value >= low))
+        ok = is_number(value) and (value > low if strict else value >= low)
         return None if ok else (f"{_FLAGS[name]} must be a finite number {'>' if strict else '>='} "
                                 f"{low:g}, got {value!r}")
 
     def count(name: str) -> str | None:
         value = values[name]
-        ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+        ok = is_int(value) and value >= 1
         return None if ok else f"{_FLAGS[name]} must be a whole number >= 1, got {value!r}"
 
     problems = [count("epochs"), count("batch_size"), number("lr", 0, True),
                 number("momentum", 0, False), number("weight_decay", 0, False),
                 number("gamma", 0, True)]
     milestones = tuple(values["milestones"])
-    if not all(isinstance(m, int) and not isinstance(m, bool) and m >= 1 for m in milestones) or \
+    if not all(is_int(m) and m >= 1 for m in milestones) or \
             list(milestones) != sorted(set(milestones)):
         problems.append(f"milestones (--milestones) must be strictly increasing epochs >= 1 "
                         f"(absolute, so they may lie beyond --epochs), got {list(milestones)}")
@@ -146,7 +146,7 @@ def check_pool_args(archs: Sequence[str], n_models: int, flag: str = "n_models")
             f"[{archs!r}] rather than {archs!r} (a string would be read as one architecture "
             f"per character); on the command line: --arch ConvNet,AlexNet"
         )
-    if isinstance(n_models, bool) or not isinstance(n_models, int) or n_models < 1:
+    if not is_int(n_models) or n_models < 1:
         raise ValueError(
             f"{flag} must be a whole number >= 1 (members per architecture; --num on the command "
             f"line), got {n_models!r}: a pool without members cannot be trained or guide anything"

@@ -324,6 +324,23 @@ def _run_files(path: Path) -> dict[str, dict[str, object]]:
     return entries
 
 
+def write_image_grid(images: torch.Tensor, mean: Sequence[float], std: Sequence[float], nrow: int,
+                     path: Path) -> None:
+    """Denormalize ``images`` (N, C, H, W), clamp to [0, 1], write a PNG grid to ``path`` atomically."""
+    from torchvision.utils import save_image
+
+    images = images.detach().cpu().float()
+    if images.dim() != 4 or images.shape[1] != len(mean) or len(mean) != len(std):
+        raise ValueError(
+            f"images of shape {tuple(images.shape)} do not match {len(mean)} means and "
+            f"{len(std)} stds; expected (N, C, H, W) with C of each"
+        )
+    shape = (1, len(mean), 1, 1)
+    pixels = images * torch.tensor(list(std)).view(shape) + torch.tensor(list(mean)).view(shape)
+    with _atomic_target(Path(path), "wb") as handle:
+        save_image(pixels.clamp(0, 1), handle, nrow=max(1, int(nrow)), format="png")
+
+
 class RunContext:
     """What a compute function gets: the run folder, the spec, and atomic savers."""
 
@@ -379,19 +396,7 @@ class RunContext:
         name: str = "grid.png",
     ) -> None:
         """Denormalize ``images`` (N, C, H, W), clamp to [0, 1], save a PNG grid atomically."""
-        from torchvision.utils import save_image
-
-        images = images.detach().cpu().float()
-        if images.dim() != 4 or images.shape[1] != len(mean) or len(mean) != len(std):
-            raise ValueError(
-                f"images of shape {tuple(images.shape)} do not match {len(mean)} means and "
-                f"{len(std)} stds; expected (N, C, H, W) with C of each"
-            )
-        shape = (1, len(mean), 1, 1)
-        pixels = images * torch.tensor(list(std)).view(shape) + torch.tensor(list(mean)).view(shape)
-        target = self.path / name
-        with _atomic_target(target, "wb") as handle:
-            save_image(pixels.clamp(0, 1), handle, nrow=max(1, int(nrow)), format="png")
+        write_image_grid(images, mean, std, nrow, self.path / name)
 
     def add_timing(self, key: str, seconds: float) -> None:
         """Add ``seconds`` under ``key`` in ``timings.json`` (summed when added again)."""
