@@ -10,7 +10,14 @@ Rows (``--only`` picks some, comma-separated):
 * ``dsa10``     one DSA iteration, IPC 10;
 * ``dm10``      one DM iteration, IPC 10, batch_real 256 per class;
 * ``dm10clom``  the same with CLoM from one (randomly initialized, frozen) ConvNet;
-* ``eval20``    training and testing 20 ConvNets on an IPC-10 set (300 epochs, DC protocol).
+* ``eval20``    training and testing 20 ConvNets on an IPC-10 set (300 epochs, DC protocol);
+* ``mtt1``      one MTT iteration at the cpu profile's settings (FashionMNIST shapes, ConvNetW32,
+                IPC 1, its ``distill.MTT`` values: N student steps on all 10 images);
+* ``mtt10``     one MTT iteration at CIFAR-10 IPC 10 shapes (3×32×32, 100 images), ConvNet, N = 30
+                (MTT's CIFAR-10 IPC-10 value), all images per step.
+
+The MTT rows match synthetic expert trajectories held in memory (a seeded initialization plus a
+random step per epoch): the cost of an iteration does not depend on the experts' values.
 
 Each row gives seconds, images per second, GFLOP (counted with ``torch.utils.flop_counter`` on an
 untimed run that also warms up), effective GFLOP/s and its fraction of the peak; also the
@@ -62,7 +69,7 @@ from ptmdd_helpers.seeding import make_generator  # noqa: E402
 from ptmdd_helpers.store import git_commit  # noqa: E402
 from ptmdd_helpers.training import PRECISIONS  # noqa: E402
 
-ROWS = ("peak", "dc1", "dc10", "dsa10", "dm10", "dm10clom", "eval20")
+ROWS = ("peak", "dc1", "dc10", "dsa10", "dm10", "dm10clom", "eval20", "mtt1", "mtt10")
 CLASSES, BATCH_REAL, EVAL_NETS, EVAL_EPOCHS, TEST_IMAGES = 10, 256, 20, 300, 10000
 
 
@@ -142,14 +149,52 @@ def counted(fn: Callable[[], object], device: torch.device) -> tuple[float, floa
 # --------------------------------------------------------------------------- data and machine
 
 
-def fashion_shaped(train_per_class: int, test_images: int) -> LoadedDataset:
-    """Random data with FashionMNIST's shape, classes and registry entry (timing only)."""
-    generator = make_generator("bench-data")
-    labels = torch.arange(CLASSES).repeat_interleave(train_per_class)
-    images = torch.randn(len(labels), 1, 28, 28, generator=generator)
-    test_labels = torch.arange(test_images) % CLASSES
-    test = torch.randn(test_images, 1, 28, 28, generator=generator)
-    return LoadedDataset(get_info("FashionMNIST"), images, labels, test, test_labels)
+def fashion_shaped(train_per_class: int, test_images: int,
+                   dataset: str = "FashionMNIST") -> LoadedDataset:
+    """Random data with ``dataset``'s shape, classes and registry entry (timing only)."""
+    info = get_info(dataset)
+    generator = make_generator("bench-data", *(() if dataset == "FashionMNIST" else (dataset,)))
+    labels = torch.arange(info.num_classes).repeat_interleave(train_per_class)
+    shape = (info.channels, *info.image_size)
+    images = torch.randn(len(labels), *shape, generator=generator)
+    test_labels = torch.arange(test_images) % info.num_classes
+    test = torch.randn(test_images, *shape, generator=generator)
+    return LoadedDataset(info, images, labels, test, test_labels)
+
+
+class SyntheticExperts:
+    """Expert trajectories in memory for timing: θ_e = θ_0 + e · a fixed random step."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+        step = torch.randn(flat.shape, generator=make_generator("bench-experts")) * 1e-3
+        self.start, self.step = flat, step
+
+    def flat(self, expert: int, epoch: int, names) -> torch.Tensor:
+        """θ of every expert after ``epoch`` (the names are the model's own, in order)."""
+        return self.start + epoch * self.step
+
+
+def mtt_row(name: str, dataset: str, model: str, syn_steps: int, ipc: int, settings: dict,
+            device: torch.device, repeats: int) -> dict:
+    """Seconds and FLOPs of one MTT iteration (``settings``: make_spec overrides)."""
+    from ptmdd_helpers.models import create_model
+
+    data = fashion_shaped(ipc, 100, dataset)
+    spec = make_spec(dataset, "MTT", ipc, iterations=1, model=model, syn_steps=syn_steps,
+                     **settings)
+    info = data.info
+    experts = SyntheticExperts(create_model(model, info.channels, info.num_classes,
+                                            info.image_size))
+
+    def run():
+        distill(spec, data, device=device, progress=False, experts=experts)
+
+    counts = counted(run, device)
+    wall, cpu = timed(run, device, repeats)
+    batch = spec.trajectory.batch_syn or CLASSES * ipc
+    return _row(name, "batched", wall, cpu, counts[0], syn_steps * batch,
+                f"N = {syn_steps}, batch {batch}", counts[1], counts[2])
 
 
 def machine(device: torch.device) -> dict:
@@ -320,6 +365,16 @@ def table(rows: list[dict], peak: float) -> str:
     return "\n".join(lines)
 
 
+def cpu_profile_mtt() -> dict:
+    """The trajectory settings of ``parameters/cpu.yaml``'s ``distill.MTT`` (what ``mtt1`` times)."""
+    import yaml
+
+    profile = yaml.safe_load((REPO / "parameters" / "cpu.yaml").read_text())
+    section = dict(profile["shared"]["distill"].get("MTT") or {})
+    keep = ("syn_steps", "expert_epochs", "max_start_epoch", "batch_syn", "n_experts")
+    return {"syn_steps": 50, **{k: v for k, v in section.items() if k in keep}}
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="extrapolate the long rows (< 5 min)")
@@ -357,6 +412,7 @@ def main(argv: list[str] | None = None) -> dict:
     for r in rows:
         print(f"{r['row']}: {r['gflops']:.1f} GFLOP/s", flush=True)
     data = fashion_shaped(600, 100)
+    cpu_mtt = cpu_profile_mtt()
     clom = untrained_clom(data, device) if "dm10clom" in only else None
     distill_rows = {"dc1": ("DC IPC 1", "DC", 1, None), "dc10": ("DC IPC 10", "DC", 10, None),
                     "dsa10": ("DSA IPC 10", "DSA", 10, None), "dm10": ("DM IPC 10", "DM", 10, None),
@@ -369,6 +425,17 @@ def main(argv: list[str] | None = None) -> dict:
                 rows.append(row)
                 print(f"{row['row']} [{row['path']}]: {row['seconds']:.2f} s, {row['gflops']:.1f} "
                       f"GFLOP/s {row['note']}", flush=True)
+        elif key in ("mtt1", "mtt10"):
+            if key == "mtt1":  # the cpu profile's MTT settings
+                settings = dict(cpu_mtt)
+                steps = settings.pop("syn_steps")
+                row = mtt_row("MTT IPC 1 (cpu profile)", "FashionMNIST", "ConvNetW32", steps, 1,
+                              settings, device, repeats)
+            else:
+                row = mtt_row("MTT IPC 10 (CIFAR-10 shapes)", "CIFAR10", "ConvNet", 30, 10, {},
+                              device, repeats)
+            rows.append(row)
+            print(f"{row['row']}: {row['seconds']:.2f} s {row['note']}", flush=True)
         elif key == "eval20":
             for ensemble in ensembles:
                 row = eval_row(device, args.quick, ensemble, args.precision)

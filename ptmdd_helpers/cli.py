@@ -7,6 +7,7 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 
+from .cli_options import add_mtt_arguments, guidance_from_args, mtt_overrides
 from .cli_options import evaluate_and_print as _evaluate_and_print
 from .spread import plus_minus
 
@@ -108,19 +109,27 @@ def _datasets(parser: argparse.ArgumentParser):
 
 @command("pretrain", "train a pool of pre-trained models (resumable; complete members skipped)")
 def _pretrain(parser: argparse.ArgumentParser):
+    from .pools import NAMED_RECIPES
     from .pools import PAPER_POOL_RECIPE as R
 
     parser.add_argument("--source", required=True, help="source dataset, e.g. FashionMNIST")
     parser.add_argument("--arch", required=True, type=_csv,
                         help="architecture(s), comma separated, e.g. ConvNet,AlexNet")
     parser.add_argument("--num", type=int, default=1, help="members per architecture (seeds 0..N-1)")
-    parser.add_argument("--epochs", type=int, default=R.epochs)
-    parser.add_argument("--lr", type=float, default=R.lr)
-    parser.add_argument("--momentum", type=float, default=R.momentum)
-    parser.add_argument("--weight-decay", type=float, default=R.weight_decay)
-    parser.add_argument("--batch-size", type=int, default=R.batch_size)
-    parser.add_argument("--milestones", type=_int_csv, default=list(R.milestones),
-                        help="epochs at which the learning rate is multiplied by 0.1 (default 50,100)")
+    parser.add_argument("--recipe", choices=tuple(NAMED_RECIPES), default="paper",
+                        help="paper: the study's PTMs (150 epochs, SGD momentum 0.9, wd 0.005, "
+                             "lr x0.1 at 50,100); mtt: MTT's expert trajectories (50 epochs, plain "
+                             "SGD lr 0.01, no momentum or weight decay), kept in <arch>/mtt/. The "
+                             "options below replace the recipe's values")
+    parser.add_argument("--epochs", type=int, default=None, help=f"default {R.epochs} (mtt: 50)")
+    parser.add_argument("--lr", type=float, default=None, help=f"default {R.lr}")
+    parser.add_argument("--momentum", type=float, default=None, help=f"default {R.momentum} (mtt: 0)")
+    parser.add_argument("--weight-decay", type=float, default=None,
+                        help=f"default {R.weight_decay} (mtt: 0)")
+    parser.add_argument("--batch-size", type=int, default=None, help=f"default {R.batch_size}")
+    parser.add_argument("--milestones", type=_int_csv, default=None,
+                        help="epochs at which the learning rate is multiplied by 0.1 (default "
+                             "50,100; mtt: none)")
     parser.add_argument("--keep-epochs", type=_int_csv, default=None,
                         help="keep checkpoints only of these epochs (default: every epoch)")
     parser.add_argument("--pool-root", default=None, help="default: $PTMDD_POOLS, else runs/pools")
@@ -129,24 +138,27 @@ def _pretrain(parser: argparse.ArgumentParser):
     add_device_argument(parser)
 
     def run(args: argparse.Namespace) -> int:
-        from .pools import pool_recipe, resolve_pool_root, train_pool
+        from .pools import MemberSpec, pool_recipe, resolve_pool_root, train_pool
 
-        recipe = pool_recipe(  # validates: a bad value is an error naming the flag, exit 2
-            epochs=args.epochs, lr=args.lr, momentum=args.momentum,
-            weight_decay=args.weight_decay, batch_size=args.batch_size,
-            milestones=tuple(args.milestones),
-        )
+        base = NAMED_RECIPES[args.recipe]
+        given = {name: getattr(args, name) for name in
+                 ("epochs", "lr", "momentum", "weight_decay", "batch_size", "milestones")}
+        values = {name: getattr(base, name) if value is None else value
+                  for name, value in given.items()}
+        values["milestones"] = tuple(values["milestones"])
+        recipe = pool_recipe(**values)  # validates: a bad value is an error naming the flag, exit 2
         logs = train_pool(
             args.source, args.arch, args.num, recipe, keep_epochs=args.keep_epochs,
             root=args.pool_root, data_root=args.data_root, device=args.device,
-            progress=not args.quiet,
+            progress=not args.quiet, recipe_name=args.recipe,
         )
         root = resolve_pool_root(args.pool_root)
         for (arch, seed), log in logs.items():
             last = log.epochs[-1] if log.epochs else {}
+            folder = MemberSpec(args.source, arch, seed, recipe_name=args.recipe).directory(root)
             print(
                 f"{args.source}/{arch}/seed{seed}: {log.completed} epochs, final test accuracy "
-                f"{last.get('test_acc', float('nan')):.4f}  ({root / args.source / arch / f'seed{seed}'})"
+                f"{last.get('test_acc', float('nan')):.4f}  ({folder})"
             )
         return 0
 
@@ -182,7 +194,8 @@ def add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-nets", type=int, default=20,
                         help="fresh networks per architecture (default 20)")
     parser.add_argument("--eval-epochs", type=int, default=None,
-                        help="training epochs (default: 300 for DC, 1000 for DSA/DM)")
+                        help="training epochs (default: 300 for DC, 1000 for DSA/DM/MTT; MTT's "
+                             "networks train at the lr its distillation learned)")
     parser.add_argument("--eval-augment", default=None,
                         choices=("none", "dsa", "crop_scale_rotate", "crop_noise"),
                         help="augmentation while training (default: dsa for DSA/DM; for DC as "
@@ -196,15 +209,15 @@ def add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
 @command("distill", "distill a synthetic set (optionally PTM-guided), store and evaluate it")
 def _distill(parser: argparse.ArgumentParser):
     parser.add_argument("--dataset", required=True)
-    parser.add_argument("--method", required=True, help="DC, DSA or DM")
+    parser.add_argument("--method", required=True, help="DC, DSA, DM or MTT")
     parser.add_argument("--ipc", type=int, required=True, help="images per class")
     parser.add_argument("--model", default="ConvNet", help="network used for matching")
     parser.add_argument("--iterations", type=int, default=None,
-                        help="default: 1000 (DC/DSA), 20000 (DM)")
+                        help="default: 1000 (DC/DSA), 20000 (DM), 5000 (MTT)")
     parser.add_argument("--init", choices=("real", "noise"), default=None,
-                        help="default: noise (DC/DSA), real (DM)")
+                        help="default: noise (DC/DSA), real (DM/MTT)")
     parser.add_argument("--lr-img", type=float, default=None,
-                        help="default: 0.1 (DC/DSA), 1.0 (DM)")
+                        help="default: 0.1 (DC/DSA), 1.0 (DM), 1000 (MTT)")
     parser.add_argument("--lr-net", type=float, default=None, help="default 0.01")
     parser.add_argument("--batch-real", type=int, default=None, help="real images per class")
     parser.add_argument("--outer-loop", type=int, default=None, help="default: by IPC")
@@ -213,8 +226,9 @@ def _distill(parser: argparse.ArgumentParser):
     kind = parser.add_mutually_exclusive_group()
     kind.add_argument("--clom", action="store_true", help="guide with CLoM (same label space)")
     kind.add_argument("--cclom", action="store_true", help="guide with CCLoM (any source)")
-    parser.add_argument("--pool", type=_csv, default=["ConvNet"],
-                        help="pool architectures, comma separated (default ConvNet)")
+    parser.add_argument("--pool", type=_csv, default=None,
+                        help="PTM pool architectures of --clom/--cclom, comma separated (default "
+                             "ConvNet); MTT's experts are of --model")
     parser.add_argument("--pool-size", type=int, default=1, help="members per architecture")
     parser.add_argument("--pool-epoch", type=int, default=None,
                         help="checkpoint epoch; 0: the untrained initializations (default: the epoch "
@@ -229,17 +243,15 @@ def _distill(parser: argparse.ArgumentParser):
     parser.add_argument("--checkpoint-every", type=int, default=50,
                         help="iterations between resumable checkpoints")
     parser.add_argument("--no-eval", action="store_true", help="distill only")
+    add_mtt_arguments(parser)
     add_evaluation_arguments(parser)
     add_location_arguments(parser)
 
     def run(args: argparse.Namespace) -> int:
-        from dataclasses import replace
 
         from .checks import check_models, check_number
         from .data import get_info
         from .distill import make_spec
-        from .guidance import DEFAULT_CCLOM_REAL_BATCH, GuidanceSpec, parse_alphas, validate_guidance
-        from .pools import final_epoch, ptm_epoch, stored_identity
         from .runs import distill_run
 
         # every option is checked before the store, the pools or the data are touched
@@ -251,35 +263,13 @@ def _distill(parser: argparse.ArgumentParser):
         get_info(args.dataset)
         check_models([args.model], "--model")
         check_evaluation_options(args, args.method)
-        guidance = None
-        if args.clom or args.cclom:
-            source = args.source or args.dataset
-            get_info(source)
-            if not args.pool:
-                raise ValueError("--pool needs at least one architecture, e.g. --pool ConvNet")
-            check_models(args.pool, "--pool")
-            alphas = parse_alphas(args.alphas, "--alphas")
-            epoch = args.pool_epoch  # None: the pool's final epoch (one resolver, pools.ptm_epoch)
-            if epoch is None:
-                epoch = ptm_epoch(None, final_epoch(source, tuple(args.pool), args.pool_size,
-                                                    args.pool_root))
-            guidance = GuidanceSpec(
-                kind="clom" if args.clom else "cclom", source=source, archs=tuple(args.pool),
-                n_models=args.pool_size, epoch=epoch,
-                alphas=alphas,
-                real_batch=args.cclom_real_batch or DEFAULT_CCLOM_REAL_BATCH, ptm_only=args.ptm_only,
-            )
-            validate_guidance(guidance, args.dataset)
-            # the run id names the pool: the identity of the recipe its members were trained with
-            guidance = replace(guidance, pool_recipe=stored_identity(
-                source, guidance.archs, args.pool_size, epoch, args.pool_root))
-        elif args.ptm_only:
-            raise ValueError("--ptm-only needs --clom or --cclom")
+        trajectory = mtt_overrides(args)
+        guidance = guidance_from_args(args)
         spec = make_spec(
             args.dataset, args.method, args.ipc, model=args.model, iterations=args.iterations,
             init=args.init, lr_img=args.lr_img, lr_net=args.lr_net, batch_real=args.batch_real,
             outer_loop=args.outer_loop, inner_loop=args.inner_loop, guidance=guidance,
-            seed=args.seed,
+            seed=args.seed, **trajectory,
         )
         workspace = _workspace(args)
         run = distill_run(spec, workspace)

@@ -7,6 +7,8 @@
      "labels": int64 (N,), "mean": [...], "std": [...], "classes": [...],
      "dataset": name, "ipc": k, "run_id": id}
 
+and, for an MTT run, ``"learned_lr"``: the learning rate MTT learned, which its evaluation trains at.
+
 ``<out>/<run_id>.png`` is a grid of the denormalized images clamped to [0, 1], one row per class
 (one row in all when the IPC is 1). Both are written atomically.
 """
@@ -53,9 +55,12 @@ def exported_set(run: Run) -> dict[str, object]:
     if images.dim() != 4 or images.shape[0] != labels.shape[0]:
         raise ValueError(f"{run.id}: stored images {tuple(images.shape)} and labels "
                          f"{tuple(labels.shape)} do not form a set of (N, C, H, W) and (N,)")
-    return {"images": images, "labels": labels, "mean": [float(m) for m in info.mean],
-            "std": [float(s) for s in info.std], "classes": list(info.class_names),
-            "dataset": dataset, "ipc": ipc, "run_id": run.id}
+    exported = {"images": images, "labels": labels, "mean": [float(m) for m in info.mean],
+                "std": [float(s) for s in info.std], "classes": list(info.class_names),
+                "dataset": dataset, "ipc": ipc, "run_id": run.id}
+    if "learned_lr" in tensors:
+        exported["learned_lr"] = float(tensors["learned_lr"])
+    return exported
 
 
 def save_grid(exported: dict, path: str | Path) -> None:

@@ -26,6 +26,14 @@ from .training import TrainRecipe
 PAPER_POOL_RECIPE = TrainRecipe(
     epochs=150, lr=0.01, momentum=0.9, weight_decay=0.005, batch_size=256, milestones=(50, 100)
 )
+# The expert trajectories of MTT (Cazenavette et al. 2022, its buffer.py defaults): plain SGD at a
+# constant lr, no momentum or weight decay, 50 epochs, every epoch kept (docs/method.md#mtt).
+MTT_EXPERT_RECIPE = TrainRecipe(
+    epochs=50, lr=0.01, momentum=0.0, weight_decay=0.0, batch_size=256, milestones=()
+)
+# Named recipes (``ptmdd pretrain --recipe``): "paper" members live in <source>/<arch>/seed<k>,
+# those of any other named recipe in <source>/<arch>/<name>/seed<k>, so both can be on disk at once.
+NAMED_RECIPES = {"paper": PAPER_POOL_RECIPE, "mtt": MTT_EXPERT_RECIPE}
 UNTRAINED = "untrained"  # the pool identity of epoch-0 members: no recipe made them
 
 
@@ -42,6 +50,15 @@ def resolve_pool_root(root: str | Path | None = None) -> Path:
     return resolve("pools", root)
 
 
+def member_directory(root: Path, source: str, arch: str, seed: int, recipe_name: str = "paper") -> Path:
+    """The folder of member (source, arch, seed) of the pool trained with ``recipe_name``."""
+    if recipe_name not in NAMED_RECIPES:
+        raise ValueError(f"unknown pool recipe {recipe_name!r}; valid: {', '.join(NAMED_RECIPES)} "
+                         f"(--recipe)")
+    base = root / source / arch
+    return (base if recipe_name == "paper" else base / recipe_name) / f"seed{seed}"
+
+
 @dataclass(frozen=True)
 class MemberSpec:
     """One pool member: an architecture trained on a source dataset from one seed."""
@@ -51,10 +68,12 @@ class MemberSpec:
     seed: int
     recipe: TrainRecipe = PAPER_POOL_RECIPE
     keep_epochs: tuple[int, ...] | None = None  # None keeps every epoch
+    recipe_name: str = "paper"  # the named recipe's folder (NAMED_RECIPES); "paper": none
 
     def directory(self, root: Path) -> Path:
-        """Return this member's folder under ``root``."""
-        return root / self.source / self.arch / f"seed{self.seed}"
+        """Return this member's folder under ``root`` (a named recipe other than "paper" adds
+        its name: ``<source>/<arch>/mtt/seed<k>``)."""
+        return member_directory(root, self.source, self.arch, self.seed, self.recipe_name)
 
     def keeps(self, epoch: int) -> bool:
         """Whether the checkpoint after ``epoch`` is kept."""

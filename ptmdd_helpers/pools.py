@@ -41,6 +41,8 @@ from tqdm.auto import tqdm
 from .data import get_info, load_dataset
 from .models import create_model
 from .pool_members import (
+    MTT_EXPERT_RECIPE,
+    NAMED_RECIPES,
     PAPER_POOL_RECIPE,
     UNTRAINED,
     MemberLog,
@@ -75,7 +77,8 @@ from .training import (
 from .work import record_computed
 
 __all__ = [
-    "PAPER_POOL_RECIPE", "UNTRAINED", "MemberLog", "MemberSpec", "MissingPoolError", "PoolError",
+    "MTT_EXPERT_RECIPE", "NAMED_RECIPES", "PAPER_POOL_RECIPE", "UNTRAINED", "MemberLog",
+    "MemberSpec", "MissingPoolError", "PoolError",
     "TrainRecipe", "build_member_model", "check_identity", "check_member", "check_pool_args",
     "final_epoch", "initial_path", "ptm_epoch", "load_member", "load_pool", "member_complete", "member_log",
     "pool_recipe", "pretrain_command", "read_member_log", "recipe_identity", "resolve_pool_root",
@@ -314,8 +317,11 @@ def train_pool(
     data_root: str | Path | None = None,
     device: str = "auto",
     progress: bool = True,
+    recipe_name: str = "paper",
 ) -> dict[tuple[str, int], MemberLog]:
-    """Train ``num_models`` members (seeds 0 … n−1) of each architecture; complete ones are skipped."""
+    """Train ``num_models`` members (seeds 0 … n−1) of each architecture; complete ones are skipped.
+
+    ``recipe_name`` names the pool's folder (:data:`NAMED_RECIPES`: "mtt" for MTT's experts)."""
     check_pool_args(archs, num_models, "num_models")
     validate_recipe(recipe)
     logs = {}
@@ -323,7 +329,7 @@ def train_pool(
         for seed in range(num_models):
             spec = MemberSpec(
                 source, arch, seed, recipe,
-                tuple(sorted(keep_epochs)) if keep_epochs is not None else None,
+                tuple(sorted(keep_epochs)) if keep_epochs is not None else None, recipe_name,
             )
             logs[(arch, seed)] = train_member(
                 spec, root=root, data_root=data_root, device=device, progress=progress
@@ -332,12 +338,13 @@ def train_pool(
 
 
 def pretrain_command(
-    source: str, archs: Sequence[str], num_models: int, epochs: int, root: str | Path | None
+    source: str, archs: Sequence[str], num_models: int, epochs: int, root: str | Path | None,
+    recipe_name: str = "paper",
 ) -> str:
     """Return the ``ptmdd pretrain`` command that creates the given pool."""
     command = (
         f"ptmdd pretrain --source {source} --arch {','.join(archs)} --num {num_models} "
-        f"--epochs {epochs}"
+        f"--epochs {epochs}" + (f" --recipe {recipe_name}" if recipe_name != "paper" else "")
     )
     if root is not None:
         command += f" --pool-root {root}"

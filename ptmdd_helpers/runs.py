@@ -14,7 +14,7 @@ Random streams follow the replicate, not the run id: a distillation's from its r
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -25,7 +25,9 @@ from .distill import (
     ITERATIONS,
     DistillationDiverged,
     DistillSpec,
+    TrajectorySpec,
     check_spec,
+    experts_for,
     real_subset_generator,
     run_distillation,
     validate_spec,
@@ -90,8 +92,8 @@ class EvaluationSpec:
 
 SPEC_CLASSES = {
     cls.__name__: cls
-    for cls in (DistillSpec, GuidanceSpec, RealSubsetSpec, WholeDatasetSpec, EvaluationSpec,
-                EvalProtocol)
+    for cls in (DistillSpec, GuidanceSpec, TrajectorySpec, RealSubsetSpec, WholeDatasetSpec,
+                EvaluationSpec, EvalProtocol)
 }
 
 
@@ -154,6 +156,7 @@ def distill_run(spec: DistillSpec, workspace: Workspace) -> Run:
     validate_spec(spec, data)  # against the data and the pool, before anything is written
     guidance = (Guidance(spec.guidance, data, device=device, pool_root=workspace.pool_root)
                 if spec.guidance is not None else None)
+    experts = experts_for(spec, workspace.pool_root)  # MTT: checked before anything is written
     with workspace.store.computing(spec, device=str(device),
                                    recompute=workspace.recompute) as job:
         if job.run is not None:  # another process computed it meanwhile
@@ -164,13 +167,17 @@ def distill_run(spec: DistillSpec, workspace: Workspace) -> Run:
                 spec, data, ITERATIONS[spec.method], guidance=guidance, device=device,
                 save_checkpoint=ctx.save_checkpoint, load_checkpoint=ctx.load_checkpoint,
                 checkpoint_every=workspace.checkpoint_every, progress=workspace.progress,
+                experts=experts,
             )
         except DistillationDiverged as diverged:
             ctx.save_tensors({"images": diverged.images, "labels": diverged.labels}, "last_good")
             raise DistillationDiverged(
                 f"{diverged} in {ctx.path / 'last_good.pt'}", diverged.images, diverged.labels
             ) from None
-        ctx.save_tensors({"images": result["images"], "labels": result["labels"]})
+        tensors = {"images": result["images"], "labels": result["labels"]}
+        if result["learned_lr"] is not None:  # MTT: the lr its evaluation trains with
+            tensors["learned_lr"] = torch.tensor(result["learned_lr"])
+        ctx.save_tensors(tensors)
         info = data.info
         ctx.save_image_grid(result["images"], info.mean, info.std,
                             nrow=spec.ipc if spec.ipc > 1 else info.num_classes)
@@ -181,6 +188,7 @@ def distill_run(spec: DistillSpec, workspace: Workspace) -> Run:
             "final_loss": history[-1] if history else None,
             "loss_history": history,
             "distill_seconds": result["seconds"],
+            **({"learned_lr": result["learned_lr"]} if result["learned_lr"] is not None else {}),
         })
 
 
@@ -197,6 +205,19 @@ def training_set(subject: Subject, workspace: Workspace) -> tuple[torch.Tensor, 
     return data.train_images, data.train_labels
 
 
+def training_protocol(spec: EvaluationSpec) -> EvalProtocol:
+    """``spec.protocol``, refused when it asks for a learned lr that its subject did not learn."""
+    learns = isinstance(spec.subject, DistillSpec) and spec.subject.trajectory is not None
+    if spec.protocol.learned_lr and not learns:
+        raise ValueError(
+            f"the evaluation protocol trains at the learned lr (learned_lr=True, MTT's protocol), "
+            f"but its subject ({type(spec.subject).__name__}"
+            f"{' ' + spec.subject.method if isinstance(spec.subject, DistillSpec) else ''}) learned "
+            f"none: only MTT distillations do. Use learned_lr=False (a fixed lr) for it"
+        )
+    return spec.protocol
+
+
 def subject_seed(subject: Subject) -> int:
     """The replicate (seed) of a training set; the whole training set is replicate 0."""
     return int(getattr(subject, "seed", 0))
@@ -210,15 +231,22 @@ def evaluation_run(spec: EvaluationSpec, workspace: Workspace) -> Run:
     existing = workspace.store.get(spec)
     if existing is not None:
         return existing
+    protocol = training_protocol(spec)
     images, labels = training_set(spec.subject, workspace)  # before this run's lock
     with workspace.store.computing(spec, device=str(device),
                                    recompute=workspace.recompute) as job:
         if job.run is not None:
             return job.run
+        if protocol.learned_lr:  # MTT: the lr the stored distillation learned
+            learned = distill_run(spec.subject, workspace).tensors()["learned_lr"]
+            protocol = replace(protocol, lr=float(learned), learned_lr=False)
         rows = evaluate_images(
             images, labels, workspace.dataset(spec.subject.dataset), [spec.arch], spec.n_nets,
-            spec.protocol, evaluation_seed_parts(spec.subject.dataset, subject_seed(spec.subject)),
+            protocol, evaluation_seed_parts(spec.subject.dataset, subject_seed(spec.subject)),
             device=str(device), progress=workspace.progress,
         )
         job.context.add_timing("evaluate_seconds", sum(row["seconds"] for row in rows))
-        return job.complete({"rows": rows, "summary": summarize(rows)[spec.arch]})
+        metrics = {"rows": rows, "summary": summarize(rows)[spec.arch]}
+        if spec.protocol.learned_lr:
+            metrics["lr"] = protocol.lr  # the learned lr the networks trained at
+        return job.complete(metrics)

@@ -71,3 +71,11 @@ def test_convolution_log_holds_a_convnet_steps_convolutions_and_replays_them(ben
     cpu = torch.device("cpu")
     assert bench.convolution_seconds(log, cpu) > 0
     assert bench.convolution_seconds(log, cpu, torch.bfloat16) > 0
+
+
+def test_mtt_row_times_one_iteration_at_the_cpu_profiles_settings(bench):
+    result = bench.main(["--quick", "--only", "mtt1", "--threads", "1"])
+    row = next(r for r in result["rows"] if r["row"] == "MTT IPC 1 (cpu profile)")
+    steps = bench.cpu_profile_mtt()["syn_steps"]
+    assert steps == 20 and row["images"] == steps * 10  # N student steps on all 10 images
+    assert row["gflop"] > 0 and row["conv_seconds"] > 0 and row["seconds"] > 0

@@ -110,8 +110,9 @@ def test_smoke_grid_sizes():
     got = {nb: (len(g.members), len(g.initial), len(g.distillations), len(g.evaluations),
                 g.networks) for nb, g in sizes.items()}
     assert got == {
-        # 3 methods × 2 seeds × (baseline, +CLoM); random real under 2 protocols × 2 seeds; whole
-        "00_preliminary": (1, 0, 12, 17, 12 * 2 + 4 * 2 + 1),
+        # 4 methods × 2 seeds × (baseline, +CLoM); random real under 2 protocols × 2 seeds (MTT's
+        # is DSA's and DM's: a real subset learned no lr); whole; 1 PTM and MTT's 2 experts
+        "00_preliminary": (3, 0, 16, 21, 16 * 2 + 4 * 2 + 1),
         "01_initialization": (3, 0, 2 * (1 + 3), 8, 16),      # N_m ∈ {1, 2, 3} + baseline
         "02_architecture": (4, 0, 2 * (1 + 4 + 3), 16, 32),   # 4 alone, 3 growing, baseline
         "03_epoch": (1, 0, 2 * (1 + 3), 8, 16),               # epochs 1, 2, 3 + baseline
@@ -269,7 +270,7 @@ def test_second_smoke_batch_computes_nothing(smoke):
     again = study.run_study("smoke", overrides=roots, notebooks=False, verbose=False)
     assert again["results"] == {}
     assert (_files(store), _files(base / "pools")) == before
-    assert len(RunStore(store).runs()) == runs == 48 + 83
+    assert len(RunStore(store).runs()) == runs == 52 + 87  # distillations + evaluations
 
 
 def test_smoke_frame_holds_every_spec_field(smoke):

@@ -1,11 +1,12 @@
-"""The outer distillation loop shared by DC, DSA and DM: initialization, optimizer, checkpoints.
+"""The outer distillation loop shared by DC, DSA, DM and MTT: initialization, optimizer, checkpoints.
 
 Random streams (common random numbers): every random draw of iteration ``i`` comes from a
 generator derived from the spec's *replicate key* (:attr:`DistillSpec.replicate_key`: dataset,
 method, IPC, matching model, init, seed), ``i`` and one purpose name per stream: ``"network"``
 (the fresh network), ``"real"`` (real batches), ``"augment"`` (Siamese augmentation, and the
-inner loop's augmentation in DSA), ``"inner order"`` (the inner loop's mini-batch order) and
-``"guidance"`` (the PTM drawn and CCLoM's real batch). The initial set comes from
+inner loop's augmentation in DSA and MTT), ``"inner order"`` (the inner loop's mini-batch order),
+``"expert"`` (MTT's expert and start epoch) and ``"guidance"`` (the PTM drawn and CCLoM's real
+batch). The initial set comes from
 :func:`~.spec.initial_set_key`. So a baseline and a guided run at one seed see the same networks,
 batches and augmentations (adding guidance shifts no other stream), the iteration count changes
 no draw, and a run resumed from a checkpoint (synthetic images + optimizer state) continues
@@ -63,6 +64,9 @@ class DistillState:
     dsa: DSAConfig
     iteration: int = 0
     batched: bool = True  # classes in one pass where exact; False: one pass per class (reference)
+    learned_lr: torch.Tensor | None = None  # MTT: the student's learning rate, optimized too
+    experts: object | None = None  # MTT: the expert trajectories (experts.Experts)
+    student: torch.nn.Module | None = None  # MTT: the network whose parameters are replaced
 
     def generator(self, *purpose: object) -> torch.Generator:
         """The stream of ``purpose`` in this iteration, derived from the replicate key."""
@@ -158,17 +162,21 @@ def real_subset_generator(dataset: str, ipc: int, seed: int) -> torch.Generator:
 
 def _checked_losses(
     pending: list[torch.Tensor], images: torch.Tensor, *, start: int, spec: DistillSpec,
-    verified: torch.Tensor, labels: torch.Tensor,
+    verified: torch.Tensor, labels: torch.Tensor, learned_lr: torch.Tensor | None = None,
 ) -> list[float]:
-    """The pending losses as floats (one read from the device), after checking that they and the
-    synthetic images are finite; else :class:`DistillationDiverged` with the ``verified`` set."""
+    """The pending losses as floats (one read from the device), after checking that they, the
+    synthetic images and MTT's learned lr are finite; else :class:`DistillationDiverged` with the
+    ``verified`` set."""
     losses = torch.stack(pending).tolist()
     bad = next((i for i, value in enumerate(losses) if not math.isfinite(value)), None)
-    if bad is None and bool(torch.isfinite(images.detach()).all()):
+    finite = bool(torch.isfinite(images.detach()).all()) and (
+        learned_lr is None or math.isfinite(float(learned_lr.detach())))
+    if bad is None and finite:
         return losses
     what = (f"the {spec.method} loss became {losses[bad]} at iteration {start + bad}"
             if bad is not None else
-            f"the synthetic images became non-finite by iteration {start + len(losses) - 1}")
+            f"the synthetic images (or the learned lr) became non-finite by iteration "
+            f"{start + len(losses) - 1}")
     raise DistillationDiverged(
         f"{what}; stopped and kept the last good synthetic set (the one before iteration {start})",
         verified.cpu(), labels.cpu(),
@@ -187,28 +195,39 @@ def run_distillation(
     checkpoint_every: int = 50,
     progress: bool = True,
     batched: bool = True,
+    experts: object | None = None,
 ) -> dict:
-    """Run ``spec.iterations`` iterations of ``iteration_fn``; return images, labels and history.
+    """Run ``spec.iterations`` iterations of ``iteration_fn``; return images, labels and history
+    (and MTT's ``learned_lr``, else ``None``).
 
     ``batched=False`` computes the class losses one class at a time (the reference path, for tests
-    and benchmarks); the default batches classes wherever that is exact.
+    and benchmarks); the default batches classes wherever that is exact. ``experts`` are MTT's
+    expert trajectories (:class:`~ptmdd_helpers.experts.Experts`).
     """
     device = torch.device(device)
     images, labels = initial_synthetic_set(spec, data)
     images = images.to(device).requires_grad_(True)
     labels = labels.to(device)
-    optimizer = torch.optim.SGD([images], lr=spec.lr_img, momentum=spec.momentum_img)
+    groups = [{"params": [images]}]
+    learned_lr = None
+    if spec.trajectory is not None:  # MTT: the student's lr is learned, by SGD at lr_lr
+        learned_lr = torch.tensor(float(spec.trajectory.lr_init), device=device,
+                                  requires_grad=True)
+        groups.append({"params": [learned_lr], "lr": spec.trajectory.lr_lr, "momentum": 0.5})
+    optimizer = torch.optim.SGD(groups, lr=spec.lr_img, momentum=spec.momentum_img)
     start, history, seconds = 0, [], 0.0
     restored = load_checkpoint() if load_checkpoint is not None else None
     if restored is not None:
         state, start = restored
         with torch.no_grad():
             images.copy_(state["images"].to(device))
+            if learned_lr is not None:
+                learned_lr.copy_(state["learned_lr"].to(device))
         optimizer.load_state_dict(state["optimizer"])
         history, seconds = list(state["history"]), float(state["seconds"])
     dsa = DSAConfig() if spec.dsa_flip else DSAConfig().without_flip()
     state_obj = DistillState(spec, data, images, labels, optimizer, guidance, device, dsa,
-                             batched=batched)
+                             batched=batched, learned_lr=learned_lr, experts=experts)
     bar = tqdm(range(start, spec.iterations), disable=not progress, initial=start,
                total=spec.iterations, desc=f"{spec.method} {data.info.name} IPC{spec.ipc}",
                unit="it")
@@ -223,17 +242,18 @@ def run_distillation(
                           and done < spec.iterations)
         if checkpoint_due or done % LOG_EVERY == 0 or done == spec.iterations:
             losses = _checked_losses(pending, images, start=done - len(pending), spec=spec,
-                                     verified=verified, labels=labels)
+                                     verified=verified, labels=labels, learned_lr=learned_lr)
             history.extend(losses)
             pending.clear()
             verified = images.detach().clone()
             bar.set_postfix(loss=f"{losses[-1]:.4g}")
         seconds += time.perf_counter() - tic
         if checkpoint_due:
-            save_checkpoint(
-                {"images": images.detach().cpu(), "optimizer": optimizer.state_dict(),
-                 "history": history, "seconds": seconds},
-                done,
-            )
+            checkpoint = {"images": images.detach().cpu(), "optimizer": optimizer.state_dict(),
+                          "history": history, "seconds": seconds}
+            if learned_lr is not None:
+                checkpoint["learned_lr"] = learned_lr.detach().cpu()
+            save_checkpoint(checkpoint, done)
     return {"images": images.detach().cpu(), "labels": labels.cpu(), "history": history,
-            "seconds": seconds}
+            "seconds": seconds,
+            "learned_lr": float(learned_lr.detach()) if learned_lr is not None else None}

@@ -58,24 +58,30 @@ class GridSize:
     """How much a grid implies and how much of it is already there (``done`` of ``needed``)."""
 
     notebook: str
-    members: tuple[int, int]
+    members: tuple[int, int]  # PTM pool members
     initial: tuple[int, int]
     distillations: tuple[int, int]
     evaluations: tuple[int, int]
     networks: tuple[int, int]
+    experts: tuple[int, int] = (0, 0)  # MTT's expert trajectories (members of a named recipe)
 
 
 def grid_size(grids: Sequence[Grid], ws: Workspace, name: str) -> GridSize:
     """The size of ``grids`` taken together (duplicates across them counted once)."""
     needs = needs_of(grids)
     stored = [e for e in needs.evaluations if ws.store.exists(e)]
+
+    def trained(members: list) -> tuple[int, int]:
+        return sum(member_complete(m, ws.pool_root) for m in members), len(members)
+
     return GridSize(
         name,
-        (sum(member_complete(m, ws.pool_root) for m in needs.members), len(needs.members)),
+        trained([m for m in needs.members if m.recipe_name == "paper"]),
         (sum(initial_path(m, ws.pool_root).is_file() for m in needs.initial), len(needs.initial)),
         (sum(ws.store.exists(d) for d in needs.distillations), len(needs.distillations)),
         (len(stored), len(needs.evaluations)),
         (sum(e.n_nets for e in stored), sum(e.n_nets for e in needs.evaluations)),
+        trained([m for m in needs.members if m.recipe_name != "paper"]),
     )
 
 
@@ -91,16 +97,17 @@ def dry_run(profile: str | Path, overrides: Overrides = None, only: Sequence[str
     rows.append(grid_size(grids, ws, "total (deduplicated)"))
     print(f"profile {params[notebooks[0]]['profile']}: store {ws.store.root}, pools "
           f"{ws.pool_root}", file=file)
-    print(f"{'notebook':<24}{'pool members':>16}{'untrained':>11}{'distillations':>15}"
-          f"{'evaluation runs':>17}{'networks':>16}", file=file)
+    print(f"{'notebook':<24}{'pool members':>14}{'untrained':>11}{'MTT experts':>13}"
+          f"{'distillations':>15}{'evaluation runs':>17}{'networks':>12}", file=file)
     for size in rows:
         cells = [f"{done}/{needed}" for done, needed in (
-            size.members, size.initial, size.distillations, size.evaluations, size.networks)]
-        print(f"{size.notebook:<24}{cells[0]:>16}{cells[1]:>11}{cells[2]:>15}{cells[3]:>17}"
-              f"{cells[4]:>16}", file=file)
-    print("(done/needed: pool members trained to the recipe's epochs, untrained initial "
-          "checkpoints, distillations and evaluations in the store, networks they trained)",
-          file=file)
+            size.members, size.initial, size.experts, size.distillations, size.evaluations,
+            size.networks)]
+        print(f"{size.notebook:<24}{cells[0]:>14}{cells[1]:>11}{cells[2]:>13}{cells[3]:>15}"
+              f"{cells[4]:>17}{cells[5]:>12}", file=file)
+    print("(done/needed: PTM pool members trained to the recipe's epochs, untrained initial "
+          "checkpoints, MTT's expert trajectories trained to the experts' epochs, distillations "
+          "and evaluations in the store, networks they trained)", file=file)
     return rows
 
 

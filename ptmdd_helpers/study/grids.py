@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..data import get_info
 from ..distill import METHODS, DistillSpec, make_spec
 from ..evaluate import EvalProtocol, protocol_for
 from ..guidance import DEFAULT_CCLOM_REAL_BATCH, GuidanceSpec
-from ..pools import MemberSpec, PoolError, TrainRecipe, recipe_identity
+from ..pools import MTT_EXPERT_RECIPE, MemberSpec, PoolError, TrainRecipe, recipe_identity
 from ..pools import ptm_epoch as resolve_ptm_epoch
 from ..runs import EvaluationSpec, RealSubsetSpec, WholeDatasetSpec
 from .profiles import NOTEBOOKS, StudyError
@@ -81,13 +81,14 @@ class Grid:
         return sum(spec.n_nets for spec in self.evaluations)
 
 
-def member_identity(member: MemberSpec) -> tuple[str, str, int]:
-    """What names a member on disk: (source, arch, seed); its epoch count does not."""
-    return (member.source, member.arch, member.seed)
+def member_identity(member: MemberSpec) -> tuple[str, str, int, str]:
+    """What names a member on disk: (source, arch, seed, named recipe); its epoch count does not."""
+    return (member.source, member.arch, member.seed, member.recipe_name)
 
 
 def merge_members(members: Iterable[MemberSpec]) -> list[MemberSpec]:
-    """One member per (source, arch, seed), the one with the most epochs, in first-seen order.
+    """One member per (source, arch, seed, named recipe), the one with the most epochs, in
+    first-seen order.
 
     A member trained for 6 epochs holds the first 2 epochs that another notebook may ask for.
     """
@@ -117,6 +118,21 @@ def pool_recipe(params: Params) -> TrainRecipe:
     raw = dict(params["pool"]["recipe"])
     raw["milestones"] = tuple(raw.get("milestones", ()))
     return TrainRecipe(**raw)
+
+
+def expert_recipe(params: Params, needed: int) -> TrainRecipe:
+    """The recipe of MTT's experts: MTT's (pools.MTT_EXPERT_RECIPE) with the profile's
+    ``experts.recipe`` values; trained at least to the ``needed`` epoch."""
+    raw = dict(((params.get("experts") or {}).get("recipe")) or {})
+    if "milestones" in raw:
+        raw["milestones"] = tuple(raw["milestones"])
+    recipe = replace(MTT_EXPERT_RECIPE, **raw)
+    if recipe.epochs < needed:
+        raise StudyError(
+            f"MTT reads expert epochs up to {needed} (max_start_epoch − 1 + expert_epochs), but "
+            f"the profile's experts.recipe.epochs is {recipe.epochs}: raise it to at least "
+            f"{needed}, or lower max_start_epoch / expert_epochs in distill.MTT")
+    return recipe
 
 
 def kept_epochs(params: Params) -> tuple[int, ...] | None:
@@ -220,8 +236,22 @@ def distill_spec(
     settings = dict(params.get("distill") or {})
     per_method = {m: settings.pop(m, None) or {} for m in METHODS}
     settings.update(per_method[method])
-    return make_spec(dataset or params["target"], method, int(ipc), seed=int(seed),
+    spec = make_spec(dataset or params["target"], method, int(ipc), seed=int(seed),
                      guidance=guidance, **settings)
+    if spec.trajectory is None:
+        return spec
+    recipe = expert_recipe(params, spec.trajectory.needed_epochs)  # the run id names it
+    return replace(spec, trajectory=replace(spec.trajectory,
+                                            pool_recipe=recipe_identity(recipe)))
+
+
+def expert_needs(params: Params, grid: Grid, spec: DistillSpec) -> None:
+    """Record the expert trajectories an MTT distillation reads in ``grid.needs``."""
+    trajectory = spec.trajectory
+    recipe = expert_recipe(params, trajectory.needed_epochs)
+    for seed in range(trajectory.n_experts):
+        member = MemberSpec(spec.dataset, spec.model, seed, recipe, None, trajectory.recipe)
+        grid.needs.append(PoolNeed(member, recipe.epochs))
 
 
 def add_evaluations(
@@ -232,8 +262,12 @@ def add_evaluations(
     section = params.get("eval") or {}
     archs = archs or section.get("archs") or [getattr(subject, "model", None) or
                                              params["distill"].get("model", "ConvNet")]
+    if getattr(subject, "trajectory", None) is not None:
+        expert_needs(params, grid, subject)
     for arch in archs:
         proto = protocol(params, method, subject.dataset, arch)
+        if proto.learned_lr and getattr(subject, "trajectory", None) is None:
+            proto = replace(proto, learned_lr=False)  # a real reference learned no lr
         grid.add(EvaluationSpec(subject, arch, int(section.get("n_nets", 1)), proto),
                  method=method, ipc=getattr(subject, "ipc", None), **labels)
 
@@ -266,7 +300,7 @@ def preliminary_grid(params: Params) -> Grid:
                 or params["distill"].get("model"))
         grid.add(EvaluationSpec(WholeDatasetSpec(target), arch, n_nets,
                                 protocol(params, whole.pop("method", "DC"), target, arch,
-                                         **whole)),
+                                         **{**whole, "learned_lr": False})),
                  method="whole", ipc=None, condition="whole dataset")
     return grid
 

@@ -28,7 +28,7 @@ Count = Annotated[StrictInt, Field(ge=0)]
 Number = Annotated[float, Field(allow_inf_nan=False)]
 NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
-Method = Annotated[Literal["DC", "DSA", "DM"],
+Method = Annotated[Literal["DC", "DSA", "DM", "MTT"],
                    BeforeValidator(lambda v: v.upper() if isinstance(v, str) else v)]
 PTMEpoch = Count | Literal["final"] | None
 # α: a number, or per method ({DM: 10}), or per method and IPC ({DM: {10: 2000, 50: 1000}})
@@ -60,12 +60,25 @@ class DistillSettings(Section):
     bn_batch_per_class: PositiveInt | None = None
 
 
+class MTTSettings(DistillSettings):
+    """MTT's settings: the spec's and its trajectory's (``distill.TrajectorySpec``)."""
+
+    n_experts: PositiveInt | None = None
+    syn_steps: PositiveInt | None = None
+    expert_epochs: PositiveInt | None = None
+    max_start_epoch: PositiveInt | None = None
+    lr_lr: Positive | None = None
+    lr_init: Positive | None = None
+    batch_syn: Count | None = None
+
+
 class DistillSection(DistillSettings):
     """``distill:`` shared settings, and a section per method that wins over them."""
 
     DC: DistillSettings | None = None
     DSA: DistillSettings | None = None
     DM: DistillSettings | None = None
+    MTT: MTTSettings | None = None
 
 
 class SGDSettings(Section):
@@ -93,6 +106,7 @@ class EvalSection(ProtocolSettings):
     DC: ProtocolSettings | None = None
     DSA: ProtocolSettings | None = None
     DM: ProtocolSettings | None = None
+    MTT: ProtocolSettings | None = None
 
 
 class RecipeSection(SGDSettings):
@@ -109,6 +123,12 @@ class PoolSection(Section):
     epoch: PTMEpoch = None
     keep_epochs: list[Count] | None = None
     recipe: RecipeSection
+
+
+class ExpertSection(Section):
+    """``experts:`` how MTT's expert trajectories are trained (``pretrain --recipe mtt``)."""
+
+    recipe: RecipeSection | None = None
 
 
 class WholeReference(ProtocolSettings):
@@ -170,6 +190,7 @@ class NotebookParameters(Section):
     cclom_alpha: Alpha | None = None
     cclom_real_batch: PositiveInt | None = None
     pool: PoolSection
+    experts: ExpertSection | None = None
     eval: EvalSection = Field(default_factory=EvalSection)
     # one notebook each
     references: References | None = None                        # 00
