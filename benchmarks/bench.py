@@ -2,9 +2,10 @@
 
 Rows (``--only`` picks some, comma-separated):
 
-* ``peak``      the machine's peak, measured in this run: a channels_last 3×3 convolution
-                (256×128×14×14 → 128, ConvNet's second layer) and a square matmul; the best of the
-                two is the peak every other row is compared with (an NCHW convolution is shown too);
+* ``peak``      the machine's peak, measured in this run in fp32 and in bf16: a channels_last 3×3
+                convolution (256×128×14×14 → 128, ConvNet's second layer) and a square matmul; the
+                best of the two in a precision is the peak every row of that precision is compared
+                with (an NCHW convolution is shown too);
 * ``dc1``       one DC iteration, IPC 1 (one outer step, batch_real 256 per class);
 * ``dc10``      one DC iteration, IPC 10 (10 outer steps, 50 inner epochs);
 * ``dsa10``     one DSA iteration, IPC 10;
@@ -20,7 +21,8 @@ The MTT rows match synthetic expert trajectories held in memory (a seeded initia
 random step per epoch): the cost of an iteration does not depend on the experts' values.
 
 Each row gives seconds, images per second, GFLOP (counted with ``torch.utils.flop_counter`` on an
-untimed run that also warms up), effective GFLOP/s and its fraction of the peak; also the
+untimed run that also warms up), effective GFLOP/s and its fraction of the peak of its precision;
+*of bound*, the row's seconds over its "conv alone" seconds in its precision; also the
 process's CPU seconds (CPU seconds much above threads × wall seconds cannot happen; much below
 means the machine was busy), and "conv alone": the seconds the row's convolutions (forward and
 backward, as logged during the counted run) take when replayed on their own, in the row's
@@ -32,9 +34,9 @@ scaled to 10000 test images, per-epoch cost to 300 epochs; the loop with 4 netwo
 20). ``--looped`` runs the distillation rows with the per-class reference path instead of the
 batched one. The evaluation row trains its networks as ``evaluate_images`` does by default (a vmap
 ensemble on CUDA, one after another on a CPU). ``--compare`` runs both paths of every row (batched
-and looped, ensemble and loop). ``--precision bf16`` trains and tests the evaluation row's networks
-in mixed precision (``EvalProtocol.precision``). Results are printed as a table and, with ``--json
-PATH``, written as JSON.
+and looped, ensemble and loop). ``--precision bf16`` runs every row in mixed precision: the
+distillation spec's ``precision`` and the evaluation protocol's. Results are printed as a table
+and, with ``--json PATH``, written as JSON.
 
 Usage: ``python benchmarks/bench.py --quick --json bench.json [--only dc1,dm10] [--compare]``
 """
@@ -176,13 +178,13 @@ class SyntheticExperts:
 
 
 def mtt_row(name: str, dataset: str, model: str, syn_steps: int, ipc: int, settings: dict,
-            device: torch.device, repeats: int) -> dict:
+            device: torch.device, repeats: int, precision: str = "fp32") -> dict:
     """Seconds and FLOPs of one MTT iteration (``settings``: make_spec overrides)."""
     from ptmdd_helpers.models import create_model
 
     data = fashion_shaped(ipc, 100, dataset)
     spec = make_spec(dataset, "MTT", ipc, iterations=1, model=model, syn_steps=syn_steps,
-                     **settings)
+                     precision=precision, **settings)
     info = data.info
     experts = SyntheticExperts(create_model(model, info.channels, info.num_classes,
                                             info.image_size))
@@ -194,7 +196,7 @@ def mtt_row(name: str, dataset: str, model: str, syn_steps: int, ipc: int, setti
     wall, cpu = timed(run, device, repeats)
     batch = spec.trajectory.batch_syn or CLASSES * ipc
     return _row(name, "batched", wall, cpu, counts[0], syn_steps * batch,
-                f"N = {syn_steps}, batch {batch}", counts[1], counts[2])
+                f"N = {syn_steps}, batch {batch}", counts[1], counts[2], precision)
 
 
 def machine(device: torch.device) -> dict:
@@ -224,34 +226,38 @@ def machine(device: torch.device) -> dict:
 
 
 def peak_rows(device: torch.device, quick: bool) -> list[dict]:
-    """Channels_last and NCHW 3×3 convolution, and a matmul: GFLOP/s each."""
+    """Channels_last and NCHW 3×3 convolution, and a matmul, in fp32 and bf16: GFLOP/s each."""
     rows = []
     big = device.type == "cuda"
-    x = torch.randn(256, 128, 14, 14, device=device)
-    w = torch.randn(128, 128, 3, 3, device=device)
     conv_flops = 2.0 * 256 * 128 * 128 * 9 * 14 * 14
     repeats = 3 if quick else 10
-    for name, fmt in (("peak conv3x3 channels_last", torch.channels_last),
-                      ("conv3x3 NCHW", torch.contiguous_format)):
-        xf, wf = x.contiguous(memory_format=fmt), w.contiguous(memory_format=fmt)
-
-        def run(xf=xf, wf=wf):
-            return torch.conv2d(xf, wf, padding=1)
-
-        run()
-        wall, cpu = timed(run, device, repeats)
-        rows.append(_row(name, "-", wall, cpu, conv_flops, 256))
     n = 8192 if big else 2048
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    (a @ b)
-    wall, cpu = timed(lambda: a @ b, device, repeats)
-    rows.append(_row(f"peak matmul {n}", "-", wall, cpu, 2.0 * n ** 3, None))
+    for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        x = torch.randn(256, 128, 14, 14, device=device, dtype=dtype)
+        w = torch.randn(128, 128, 3, 3, device=device, dtype=dtype)
+        for name, fmt in (("peak conv3x3 channels_last", torch.channels_last),
+                          ("conv3x3 NCHW", torch.contiguous_format)):
+            xf, wf = x.contiguous(memory_format=fmt), w.contiguous(memory_format=fmt)
+
+            def run(xf=xf, wf=wf):
+                return torch.conv2d(xf, wf, padding=1)
+
+            run()
+            wall, cpu = timed(run, device, repeats)
+            rows.append(_row(name, "-", wall, cpu, conv_flops, 256, precision=precision))
+        a = torch.randn(n, n, device=device, dtype=dtype)
+        b = torch.randn(n, n, device=device, dtype=dtype)
+        (a @ b)
+        wall, cpu = timed(lambda a=a, b=b: a @ b, device, repeats)
+        rows.append(_row(f"peak matmul {n}", "-", wall, cpu, 2.0 * n ** 3, None,
+                         precision=precision))
     return rows
 
 
 def _row(name: str, path: str, wall: float, cpu: float, flops: float, images: float | None,
-         note: str = "", conv: float | None = None, conv_bf16: float | None = None) -> dict:
-    return {"row": name, "path": path, "seconds": wall, "cpu_seconds": cpu,
+         note: str = "", conv: float | None = None, conv_bf16: float | None = None,
+         precision: str = "fp32") -> dict:
+    return {"row": name, "path": path, "precision": precision, "seconds": wall, "cpu_seconds": cpu,
             "images": images, "images_per_second": images / wall if images else None,
             "gflop": flops / 1e9, "gflops": flops / 1e9 / wall, "note": note,
             "conv_seconds": conv, "conv_seconds_bf16": conv_bf16}
@@ -269,10 +275,11 @@ def untrained_clom(data: LoadedDataset, device: torch.device) -> Guidance:
 
 
 def distill_row(name: str, method: str, ipc: int, data: LoadedDataset, device: torch.device,
-                batched: bool, quick: bool, repeats: int, clom: Guidance | None = None) -> dict:
+                batched: bool, quick: bool, repeats: int, clom: Guidance | None = None,
+                precision: str = "fp32") -> dict:
     """Seconds and FLOPs of one distillation iteration (IPC-10 DC/DSA extrapolated in quick mode)."""
     spec = make_spec("FashionMNIST", method, ipc, iterations=1, model="ConvNet",
-                     batch_real=BATCH_REAL)
+                     batch_real=BATCH_REAL, precision=precision)
     guidance = clom
     if clom is not None:
         spec = dataclasses.replace(spec, guidance=clom.spec)
@@ -299,7 +306,7 @@ def distill_row(name: str, method: str, ipc: int, data: LoadedDataset, device: t
         measured = measure(spec)
     wall, cpu, flops, conv, conv_bf16 = measured
     return _row(name, "batched" if batched else "looped", wall, cpu, flops, images, note,
-                conv, conv_bf16)
+                conv, conv_bf16, precision)
 
 
 def eval_row(device: torch.device, quick: bool, ensemble: bool, precision: str = "fp32") -> dict:
@@ -340,27 +347,29 @@ def eval_row(device: torch.device, quick: bool, ensemble: bool, precision: str =
     n_images = EVAL_NETS * (EVAL_EPOCHS * len(labels) + TEST_IMAGES)
     note = (f"{nets} networks timed at {e1} and {e2} epochs ({w1:.1f} s, {w2:.1f} s), "
             f"{test_images} test images scaled to {TEST_IMAGES}; {wall / EVAL_NETS:.1f} s per network")
-    path = ("ensemble" if ensemble else "loop") + ("" if precision == "fp32" else f", {precision}")
+    path = "ensemble" if ensemble else "loop"
     return _row("eval 20 ConvNets, IPC 10, 300 epochs", path, wall, cpu, flops, n_images, note,
-                conv, conv_bf16)
+                conv, conv_bf16, precision)
 
 
 # --------------------------------------------------------------------------- main
 
 
-def table(rows: list[dict], peak: float) -> str:
-    """A Markdown table of the rows."""
-    lines = ["| row | path | seconds | CPU s | images/s | GFLOP | GFLOP/s | of peak "
-             "| conv alone s | conv alone s, bf16 |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+def table(rows: list[dict], peaks: dict[str, float]) -> str:
+    """A Markdown table of the rows: *of peak* against the peak of the row's precision, *of
+    bound* the row's seconds over its own convolutions' seconds alone (in its precision)."""
+    lines = ["| row | path | precision | seconds | CPU s | images/s | GFLOP | GFLOP/s | of peak "
+             "| conv alone s | of bound | conv alone s, bf16 |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         ips = f"{r['images_per_second']:.0f}" if r["images_per_second"] else "–"
         conv = [f"{r[k]:.3f}" if r.get(k) is not None else "–"
                 for k in ("conv_seconds", "conv_seconds_bf16")]
+        bound = f"{r['of_bound']:.2f}×" if r.get("of_bound") is not None else "–"
         lines.append(
-            f"| {r['row']} | {r['path']} | {r['seconds']:.3f} | {r['cpu_seconds']:.2f} | {ips} | "
-            f"{r['gflop']:.1f} | {r['gflops']:.1f} | {100 * r['gflops'] / peak:.0f} % | "
-            f"{conv[0]} | {conv[1]} |"
+            f"| {r['row']} | {r['path']} | {r['precision']} | {r['seconds']:.3f} | "
+            f"{r['cpu_seconds']:.2f} | {ips} | {r['gflop']:.1f} | {r['gflops']:.1f} | "
+            f"{100 * r['gflops'] / peaks[r['precision']]:.0f} % | {conv[0]} | {bound} | {conv[1]} |"
         )
     return "\n".join(lines)
 
@@ -386,7 +395,8 @@ def main(argv: list[str] | None = None) -> dict:
     paths.add_argument("--compare", action="store_true",
                        help="both paths: batched and per-class, ensemble and loop")
     parser.add_argument("--precision", choices=tuple(PRECISIONS), default="fp32",
-                        help="the evaluation row's precision (EvalProtocol.precision)")
+                        help="every row's precision: the distillation spec's and the evaluation "
+                             "protocol's (bf16: convolutions and matmuls under autocast)")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--repeats", type=int, help="timed runs per row, best kept (default 1, 2 full)")
     parser.add_argument("--pass-mb", type=float,
@@ -408,9 +418,11 @@ def main(argv: list[str] | None = None) -> dict:
     ensembles = [True, False] if args.compare else [device.type == "cuda"]  # evaluate_images' default
     started = time.perf_counter()
     rows = peak_rows(device, args.quick)  # always measured: every fraction refers to it
-    peak = max(r["gflops"] for r in rows if r["row"].startswith("peak"))
+    peaks = {p: max(r["gflops"] for r in rows if r["row"].startswith("peak")
+                    and r["precision"] == p) for p in PRECISIONS}
+    peak = peaks["fp32"]
     for r in rows:
-        print(f"{r['row']}: {r['gflops']:.1f} GFLOP/s", flush=True)
+        print(f"{r['row']} ({r['precision']}): {r['gflops']:.1f} GFLOP/s", flush=True)
     data = fashion_shaped(600, 100)
     cpu_mtt = cpu_profile_mtt()
     clom = untrained_clom(data, device) if "dm10clom" in only else None
@@ -421,7 +433,8 @@ def main(argv: list[str] | None = None) -> dict:
         if key in distill_rows:
             name, method, ipc, clom = distill_rows[key]
             for batched in paths:
-                row = distill_row(name, method, ipc, data, device, batched, args.quick, repeats, clom)
+                row = distill_row(name, method, ipc, data, device, batched, args.quick, repeats,
+                                  clom, args.precision)
                 rows.append(row)
                 print(f"{row['row']} [{row['path']}]: {row['seconds']:.2f} s, {row['gflops']:.1f} "
                       f"GFLOP/s {row['note']}", flush=True)
@@ -430,10 +443,10 @@ def main(argv: list[str] | None = None) -> dict:
                 settings = dict(cpu_mtt)
                 steps = settings.pop("syn_steps")
                 row = mtt_row("MTT IPC 1 (cpu profile)", "FashionMNIST", "ConvNetW32", steps, 1,
-                              settings, device, repeats)
+                              settings, device, repeats, args.precision)
             else:
                 row = mtt_row("MTT IPC 10 (CIFAR-10 shapes)", "CIFAR10", "ConvNet", 30, 10, {},
-                              device, repeats)
+                              device, repeats, args.precision)
             rows.append(row)
             print(f"{row['row']}: {row['seconds']:.2f} s {row['note']}", flush=True)
         elif key == "eval20":
@@ -443,13 +456,16 @@ def main(argv: list[str] | None = None) -> dict:
                 print(f"{row['row']} [{row['path']}]: {row['seconds']:.1f} s {row['note']}",
                       flush=True)
     for r in rows:
-        r["fraction_of_peak"] = r["gflops"] / peak
+        r["fraction_of_peak"] = r["gflops"] / peaks[r["precision"]]
+        r["of_bound"] = r["seconds"] / r["conv_seconds"] if r.get("conv_seconds") else None
     info["load_average_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     info["benchmark_seconds"] = time.perf_counter() - started
-    result = {"machine": info, "peak_gflops": peak, "quick": args.quick, "rows": rows}
+    result = {"machine": info, "peak_gflops": peak, "peak_gflops_bf16": peaks["bf16"],
+              "precision": args.precision, "quick": args.quick, "rows": rows}
     print()
-    print(table(rows, peak))
-    print(f"\npeak {peak:.1f} GFLOP/s; load average {info['load_average_start']} -> "
+    print(table(rows, peaks))
+    print(f"\npeak {peak:.1f} GFLOP/s (bf16 {peaks['bf16']:.1f}); load average "
+          f"{info['load_average_start']} -> "
           f"{info['load_average_end']}; {info['benchmark_seconds']:.0f} s in all")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -223,6 +223,10 @@ def _distill(parser: argparse.ArgumentParser):
     parser.add_argument("--outer-loop", type=int, default=None, help="default: by IPC")
     parser.add_argument("--inner-loop", type=int, default=None, help="default: by IPC")
     parser.add_argument("--seed", type=int, default=0, help="replicate index")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default=None,
+                        help="fp32 (default) or bf16: the matching networks' convolutions and "
+                             "matmuls in bfloat16 under autocast (its own run id; "
+                             "benchmarks/README.md has its speed and accuracy)")
     kind = parser.add_mutually_exclusive_group()
     kind.add_argument("--clom", action="store_true", help="guide with CLoM (same label space)")
     kind.add_argument("--cclom", action="store_true", help="guide with CCLoM (any source)")
@@ -269,7 +273,7 @@ def _distill(parser: argparse.ArgumentParser):
             args.dataset, args.method, args.ipc, model=args.model, iterations=args.iterations,
             init=args.init, lr_img=args.lr_img, lr_net=args.lr_net, batch_real=args.batch_real,
             outer_loop=args.outer_loop, inner_loop=args.inner_loop, guidance=guidance,
-            seed=args.seed, **trajectory,
+            seed=args.seed, precision=args.precision, **trajectory,
         )
         workspace = _workspace(args)
         run = distill_run(spec, workspace)

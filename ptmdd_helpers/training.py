@@ -50,6 +50,27 @@ class Autocast(nn.Module):
             return self.module(x).float()
 
 
+def full_precision(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` in float32 if autocast made it bfloat16 or float16, else unchanged (float64 stays)."""
+    return tensor.float() if tensor.dtype in (torch.bfloat16, torch.float16) else tensor
+
+
+_NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
+
+
+def _float_inputs(module: nn.Module, args: tuple) -> tuple:
+    return tuple(full_precision(a) if isinstance(a, torch.Tensor) else a for a in args)
+
+
+def fp32_normalization(model: nn.Module) -> nn.Module:
+    """Make ``model``'s normalization layers compute in float32 under a bf16 autocast (their
+    inputs are cast up; autocast runs a norm in its input's dtype); returns ``model``."""
+    for module in model.modules():
+        if isinstance(module, _NORMS):  # float32 inputs: the norm runs in float32
+            module.register_forward_pre_hook(_float_inputs)
+    return model
+
+
 def with_precision(model: nn.Module, precision: str) -> nn.Module:
     """``model`` itself for "fp32", else ``model`` wrapped in :class:`Autocast`."""
     check_precision(precision)

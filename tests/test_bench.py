@@ -37,9 +37,13 @@ def test_dm_row_counts_convnet_flops_and_writes_json(bench, tmp_path, capsys):
     assert dm["gflop"] * 1e9 == pytest.approx(expected, rel=0.01)
     assert dm["path"] == "batched" and dm["seconds"] > 0
     assert 0 < dm["fraction_of_peak"] <= 1.5
-    assert result["peak_gflops"] == max(r["gflops"] for r in result["rows"] if "peak" in r["row"])
+    assert result["peak_gflops"] == max(r["gflops"] for r in result["rows"]
+                                        if "peak" in r["row"] and r["precision"] == "fp32")
+    assert result["peak_gflops_bf16"] == max(r["gflops"] for r in result["rows"]
+                                             if "peak" in r["row"] and r["precision"] == "bf16")
+    assert dm["of_bound"] == pytest.approx(dm["seconds"] / dm["conv_seconds"])
     assert json.loads(out.read_text())["rows"][-1]["row"] == "DM IPC 10"
-    assert "| DM IPC 10 | batched |" in capsys.readouterr().out
+    assert "| DM IPC 10 | batched | fp32 |" in capsys.readouterr().out
 
 
 def test_unknown_rows_are_refused(bench):
@@ -79,3 +83,12 @@ def test_mtt_row_times_one_iteration_at_the_cpu_profiles_settings(bench):
     steps = bench.cpu_profile_mtt()["syn_steps"]
     assert steps == 20 and row["images"] == steps * 10  # N student steps on all 10 images
     assert row["gflop"] > 0 and row["conv_seconds"] > 0 and row["seconds"] > 0
+
+
+def test_bf16_rows_distill_in_bf16_and_compare_with_the_bf16_peak(bench):
+    result = bench.main(["--quick", "--only", "dm10", "--threads", "1", "--precision", "bf16"])
+    dm = next(r for r in result["rows"] if r["row"] == "DM IPC 10")
+    assert dm["precision"] == "bf16"
+    assert dm["fraction_of_peak"] == pytest.approx(dm["gflops"] / result["peak_gflops_bf16"])
+    # its convolutions ran in bf16: replayed in their own dtype they cost what bf16 ones cost
+    assert dm["conv_seconds"] == pytest.approx(dm["conv_seconds_bf16"], rel=0.5)

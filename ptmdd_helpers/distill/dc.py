@@ -21,7 +21,7 @@ from torch import nn
 
 from ..augment import augment_per_sample
 from ..models import is_batchnorm_model
-from ..training import train_epoch
+from ..training import train_epoch, with_precision
 from .engine import DistillState
 from .grouped import grouped_support, images_per_pass, per_group_gradients
 from .matching import match_loss, match_loss_per_class, matched_parameters
@@ -136,18 +136,21 @@ def dc_iteration(state: DistillState) -> torch.Tensor:
     total = torch.zeros((), device=state.device)
     for outer in range(spec.outer_loop):
         if uses_bn:
-            freeze_batchnorm_statistics(net, state, real_generator)
+            with state.autocast():
+                freeze_batchnorm_statistics(net, state, real_generator)
         loss = torch.zeros((), device=state.device)
         if spec.guidance is None or not spec.guidance.ptm_only:
             reals, syns = state.class_batches(real_generator, augment_generator)
-            loss = loss + matching_loss(net, params, reals, syns, spec.metric, state.batched)
+            with state.autocast():
+                loss = loss + matching_loss(net, params, reals, syns, spec.metric, state.batched)
         if state.guidance is not None:
             loss = loss + state.guidance.loss(state.images, state.labels, guidance_generator)
         total += state.step(loss)
         if outer == spec.outer_loop - 1:
             break
         synthetic = state.images.detach().clone()
+        trained = with_precision(net, spec.precision)  # forward in bf16, augmentation in fp32
         for _ in range(spec.inner_loop):
-            train_epoch(net, net_optimizer, synthetic, state.labels, spec.batch_train,
+            train_epoch(trained, net_optimizer, synthetic, state.labels, spec.batch_train,
                         order_generator, augment, augment_generator)
     return total / spec.outer_loop

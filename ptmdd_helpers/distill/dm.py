@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..training import full_precision
 from .engine import DistillState
 from .grouped import couples_samples, images_per_pass
 
@@ -23,8 +24,8 @@ def embed_in_passes(net: nn.Module, images: torch.Tensor, pass_images: int | Non
     if pass_images is None:
         pass_images = images_per_pass(net, images[0], len(images))
     if couples_samples(net) or pass_images >= len(images):
-        return net.embed(images)
-    return torch.cat([net.embed(part) for part in images.split(pass_images)])
+        return full_precision(net.embed(images))
+    return full_precision(torch.cat([net.embed(part) for part in images.split(pass_images)]))
 
 
 def class_means(embeddings: torch.Tensor, counts: Sequence[int]) -> torch.Tensor:
@@ -52,8 +53,8 @@ def looped_mean_embedding_distance(
     loss = None
     for real, syn in zip(reals, syns, strict=True):
         with torch.no_grad():
-            real_mean = net.embed(real).mean(0)
-        term = ((real_mean - net.embed(syn).mean(0)) ** 2).sum()
+            real_mean = full_precision(net.embed(real)).mean(0)
+        term = ((real_mean - full_precision(net.embed(syn)).mean(0)) ** 2).sum()
         loss = term if loss is None else loss + term
     return loss
 
@@ -72,10 +73,11 @@ def dm_iteration(state: DistillState) -> torch.Tensor:
     loss = torch.zeros((), device=state.device)
     if spec.guidance is None or not spec.guidance.ptm_only:
         reals, syns = state.class_batches(state.generator("real"), state.generator("augment"))
-        if state.batched or couples_samples(net):
-            loss = loss + mean_embedding_distance(net, reals, syns)
-        else:
-            loss = loss + looped_mean_embedding_distance(net, reals, syns)
+        with state.autocast():
+            if state.batched or couples_samples(net):
+                loss = loss + mean_embedding_distance(net, reals, syns)
+            else:
+                loss = loss + looped_mean_embedding_distance(net, reals, syns)
     if state.guidance is not None:
         loss = loss + state.guidance.loss(state.images, state.labels, state.generator("guidance"))
     return state.step(loss)

@@ -28,7 +28,7 @@ from ..data import LoadedDataset
 from ..guidance import Guidance
 from ..models import create_model, list_models
 from ..seeding import make_generator
-from ..training import seeded_model
+from ..training import autocast, fp32_normalization, seeded_model
 from .matching import METRICS
 from .spec import INITS, DistillSpec, initial_set_key
 
@@ -73,13 +73,19 @@ class DistillState:
         return make_generator(*self.spec.replicate_key, self.iteration, *purpose)
 
     def fresh_network(self) -> torch.nn.Module:
-        """The randomly initialized network of this iteration, on the device."""
+        """The randomly initialized network of this iteration, on the device (in bf16, its
+        normalization layers compute in float32)."""
         info = self.data.info
-        return seeded_model(
+        net = seeded_model(
             lambda: create_model(self.spec.model, info.channels, info.num_classes,
                                  info.image_size),
             *self.spec.replicate_key, self.iteration, "network",
         ).to(self.device)
+        return fp32_normalization(net) if self.spec.precision != "fp32" else net
+
+    def autocast(self):
+        """The spec's precision for the networks' forward passes (nothing for "fp32")."""
+        return autocast(self.device, self.spec.precision)
 
     def class_slice(self, label: int) -> slice:
         """The rows of the synthetic set that belong to class ``label``."""

@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..training import full_precision
+
 # On a CPU, a pass is sized so that its largest activation is about 64 MB (128 FashionMNIST images
 # in ConvNet): on the 2-core test machine (benchmarks/README.md) DC IPC 1 with 256 real images per
 # class took 6.2 s in passes of 8 MB, 5.2 s at 64 MB and 6.6 s at 400 MB, the per-class loop 5.3 s.
@@ -127,7 +129,20 @@ def _normalized(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def _group_gradient(module: nn.Module, name: str, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """The gradient of parameter ``name`` of ``module`` from one group's inputs and output grads."""
+    """The gradient of parameter ``name`` of ``module`` from one group's inputs and output grads,
+    in the parameter's dtype (under a bf16 autocast a convolution's is computed in bfloat16)."""
+    dtype = getattr(module, name).dtype
+    return _group_gradient_in(module, name, x, g).to(dtype)
+
+
+def _group_gradient_in(module: nn.Module, name: str, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    if isinstance(module, nn.Conv2d) and name == "weight" and g.dtype != x.dtype:
+        return torch.ops.aten.convolution_backward(  # bf16 output gradient: the bf16 kernel
+            g, x.to(g.dtype), module.weight.to(g.dtype), None, list(module.stride),
+            list(module.padding), list(module.dilation), False, [0, 0], module.groups,
+            [False, True, False],
+        )[1]
+    g = full_precision(g) if g.dtype != x.dtype else g
     if isinstance(module, nn.Conv2d):
         return _conv_weight(module, x, g) if name == "weight" else g.sum(dim=(0, 2, 3))
     if isinstance(module, nn.Linear):

@@ -22,6 +22,7 @@ from torch import nn
 from torch.func import functional_call
 
 from ..augment import augment_per_sample
+from ..training import autocast, full_precision
 from .engine import DistillState
 
 
@@ -41,8 +42,10 @@ def student_trajectory(
     net: nn.Module, start: torch.Tensor, images: torch.Tensor, labels: torch.Tensor,
     lr: torch.Tensor, steps: int, batch: int, order: torch.Generator,
     augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    precision: str = "fp32",
 ) -> torch.Tensor:
-    """θ_N: ``steps`` differentiable SGD steps from ``start`` (flat, requires grad) on the set."""
+    """θ_N: ``steps`` differentiable SGD steps from ``start`` (flat, requires grad) on the set;
+    the forward passes in ``precision`` (bf16: under autocast; augmentation and loss in fp32)."""
     names, shapes = parameter_layout(net)
     batch = batch or len(images)
     params, queue = start, []
@@ -53,7 +56,8 @@ def student_trajectory(
         x = images[chosen]
         if augment is not None:
             x = augment(x)
-        logits = functional_call(net, unflatten(params, names, shapes), (x,))
+        with autocast(images.device, precision):
+            logits = full_precision(functional_call(net, unflatten(params, names, shapes), (x,)))
         (grad,) = torch.autograd.grad(F.cross_entropy(logits, labels[chosen]), params,
                                       create_graph=True)
         params = params - lr * grad
@@ -86,7 +90,7 @@ def mtt_iteration(state: DistillState) -> torch.Tensor:
         final = student_trajectory(
             net, start.clone().requires_grad_(True), state.images, state.labels,
             state.learned_lr, trajectory.syn_steps, trajectory.batch_syn,
-            state.generator("inner order"), augment,
+            state.generator("inner order"), augment, spec.precision,
         )
         loss = loss + trajectory_loss(final, start, target)
     if state.guidance is not None:

@@ -8,6 +8,7 @@ from ..checks import check_bool, check_int, check_number
 from ..guidance import GuidanceSpec
 from ..pool_members import MTT_EXPERT_RECIPE, NAMED_RECIPES, recipe_identity
 from ..specs import added_field
+from ..training import PRECISIONS, check_precision
 
 METHODS = ("DC", "DSA", "DM", "MTT")
 INITS = ("real", "noise")
@@ -123,6 +124,9 @@ class DistillSpec:
     guidance: GuidanceSpec | None = None
     seed: int = 0
     trajectory: TrajectorySpec | None = added_field(None)  # MTT only: the experts matched
+    # "fp32", or "bf16": the matching networks' convolutions and matmuls in bfloat16 under
+    # autocast; normalization, losses, the matching distance and the images in float32
+    precision: str = added_field("fp32")
 
     @property
     def replicate_key(self) -> tuple:
@@ -209,6 +213,10 @@ def check_spec(spec: DistillSpec, where: str = "DistillSpec") -> None:
         raise ValueError(f"{where}: guidance must be a GuidanceSpec or None, got "
                          f"{type(spec.guidance).__name__}")
     check_int(spec.seed, f"{where}: seed (the replicate index)", minimum=0)
+    if spec.precision not in PRECISIONS:
+        raise ValueError(f"{where}: precision must be one of {', '.join(PRECISIONS)} "
+                         f"(--precision), got {spec.precision!r}")
+    check_precision(spec.precision)
     if spec.method == "MTT":
         check_trajectory(spec.trajectory, where)
     elif spec.trajectory is not None:

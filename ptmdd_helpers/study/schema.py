@@ -58,6 +58,7 @@ class DistillSettings(Section):
     augment: StrictBool | None = None
     dsa_flip: StrictBool | None = None
     bn_batch_per_class: PositiveInt | None = None
+    precision: Literal["fp32", "bf16"] | None = None
 
 
 class MTTSettings(DistillSettings):
