@@ -116,3 +116,28 @@ def test_an_interrupted_bf16_run_resumes_to_the_uninterrupted_result(tmp_path, m
 def test_an_unknown_precision_is_refused_naming_the_option():
     with pytest.raises(ValueError, match="precision must be one of fp32, bf16"):
         make_spec("Digits", "DM", 1, precision="fp16")
+
+
+def test_the_precision_study_pairs_fp32_and_bf16_by_seed_through_the_store(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "precision_distill.py"
+    spec = importlib.util.spec_from_file_location("precision_distill", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sets = [f"store={tmp_path / 'store'}", f"pool_root={tmp_path / 'pools'}",
+            "distill.DM.iterations=5", "eval.epochs=5"]
+    (result,) = module.main(["--profile", "smoke", "--seeds", "0,1", "--methods", "DM",
+                             *[item for pair in (("--set", s) for s in sets) for item in pair]])
+    differences = [row["bf16"] - row["fp32"] for row in result["rows"]]
+    assert result["difference"] == pytest.approx(sum(differences) / 2)
+    assert result["low"] <= result["difference"] <= result["high"]
+    runs = list((tmp_path / "store").glob("distill-*/spec.json"))
+    assert sorted(json_precision(p) for p in runs) == ["bf16", "bf16", "fp32", "fp32"]
+
+
+def json_precision(path) -> str:
+    import json
+
+    return json.loads(path.read_text()).get("precision", "fp32")
