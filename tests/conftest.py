@@ -68,6 +68,28 @@ class HostReads(TorchFunctionMode):
 
 
 @pytest.fixture
+def interrupt_once(monkeypatch):
+    """``interrupt_once(method)`` makes that method's iteration 5 raise KeyboardInterrupt once;
+    returns the list of iterations run (an interrupted run then resumed from its checkpoint after
+    iteration 4 reads ``[0, 1, 2, 3, 4, 5, 4, 5]``)."""
+    import ptmdd_helpers.distill as distill_package
+
+    def install(method: str) -> list[int]:
+        real_iteration, seen = distill_package.ITERATIONS[method], []
+
+        def killed_at_five(state):
+            seen.append(state.iteration)
+            if state.iteration == 5 and len(seen) < 7:
+                raise KeyboardInterrupt
+            return real_iteration(state)
+
+        monkeypatch.setitem(distill_package.ITERATIONS, method, killed_at_five)
+        return seen
+
+    return install
+
+
+@pytest.fixture
 def host_reads():
     """A fresh :class:`HostReads` mode: ``with host_reads as reads: ...; len(reads.reads)``."""
     return HostReads()

@@ -103,22 +103,11 @@ def test_the_host_reads_the_losses_only_at_logging_points(method, host_reads):
     assert all(isinstance(value, float) for value in out["history"])
 
 
-def test_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
-    import ptmdd_helpers.distill as distill_package
-
+def test_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, interrupt_once):
     spec = make_spec("Digits", "DSA", 2, iterations=6, **FAST)
     straight = distill_run(spec, Workspace(RunStore(tmp_path / "a"), progress=False,
                                            checkpoint_every=2, device="cpu"))
-    real_iteration = distill_package.ITERATIONS["DSA"]
-    seen = []
-
-    def killed_at_five(state):
-        seen.append(state.iteration)
-        if state.iteration == 5 and len(seen) < 7:
-            raise KeyboardInterrupt
-        return real_iteration(state)
-
-    monkeypatch.setitem(distill_package.ITERATIONS, "DSA", killed_at_five)
+    seen = interrupt_once("DSA")
     workspace = Workspace(RunStore(tmp_path / "b"), progress=False, checkpoint_every=2,
                           device="cpu")
     with pytest.raises(KeyboardInterrupt):

@@ -91,19 +91,11 @@ def test_bf16_is_deterministic_close_to_fp32_and_gets_its_own_run_id(digits):
     assert spec_id(bf16) != spec_id(dataclasses.replace(bf16, precision="fp32"))
 
 
-def test_an_interrupted_bf16_run_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
+def test_an_interrupted_bf16_run_resumes_to_the_uninterrupted_result(tmp_path, interrupt_once):
     spec = spec_of("DSA", iterations=6)
     straight = distill_run(spec, Workspace(tmp_path / "a", progress=False, checkpoint_every=2,
                                            device="cpu"))
-    real_iteration, seen = distill_package.ITERATIONS["DSA"], []
-
-    def killed_at_five(state):
-        seen.append(state.iteration)
-        if state.iteration == 5 and len(seen) < 7:
-            raise KeyboardInterrupt
-        return real_iteration(state)
-
-    monkeypatch.setitem(distill_package.ITERATIONS, "DSA", killed_at_five)
+    seen = interrupt_once("DSA")
     workspace = Workspace(tmp_path / "b", progress=False, checkpoint_every=2, device="cpu")
     with pytest.raises(KeyboardInterrupt):
         distill_run(spec, workspace)

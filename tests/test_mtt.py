@@ -10,7 +10,6 @@ import sys
 import pytest
 import torch
 
-import ptmdd_helpers.distill as distill_package
 from ptmdd_helpers.distill import distill, experts_for, make_spec
 from ptmdd_helpers.distill.engine import DistillState
 from ptmdd_helpers.distill.mtt import (
@@ -161,19 +160,11 @@ def test_clom_with_alpha_zero_equals_mtt(digits, pool_root):
     assert plain["history"] == guided["history"] and plain["learned_lr"] == guided["learned_lr"]
 
 
-def test_an_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, pool_root, monkeypatch):
+def test_an_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, pool_root, interrupt_once):
     s = spec(iterations=6)
     straight = distill_run(s, Workspace(tmp_path / "a", pool_root=pool_root, progress=False,
                                         checkpoint_every=2, device="cpu"))
-    real_iteration, seen = distill_package.ITERATIONS["MTT"], []
-
-    def killed_at_five(state):
-        seen.append(state.iteration)
-        if state.iteration == 5 and len(seen) < 7:
-            raise KeyboardInterrupt
-        return real_iteration(state)
-
-    monkeypatch.setitem(distill_package.ITERATIONS, "MTT", killed_at_five)
+    seen = interrupt_once("MTT")
     workspace = Workspace(tmp_path / "b", pool_root=pool_root, progress=False,
                           checkpoint_every=2, device="cpu")
     with pytest.raises(KeyboardInterrupt):

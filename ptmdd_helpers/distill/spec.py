@@ -8,7 +8,7 @@ from ..checks import check_bool, check_int, check_number
 from ..guidance import GuidanceSpec
 from ..pool_members import MTT_EXPERT_RECIPE, NAMED_RECIPES, recipe_identity
 from ..specs import added_field
-from ..training import PRECISIONS, check_precision
+from ..training import PRECISIONS
 
 METHODS = ("DC", "DSA", "DM", "MTT")
 INITS = ("real", "noise")
@@ -216,7 +216,6 @@ def check_spec(spec: DistillSpec, where: str = "DistillSpec") -> None:
     if spec.precision not in PRECISIONS:
         raise ValueError(f"{where}: precision must be one of {', '.join(PRECISIONS)} "
                          f"(--precision), got {spec.precision!r}")
-    check_precision(spec.precision)
     if spec.method == "MTT":
         check_trajectory(spec.trajectory, where)
     elif spec.trajectory is not None:
