@@ -3,6 +3,7 @@ Digits dataset, and a counter of the host's reads of tensor values."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import weakref
 from pathlib import Path
@@ -15,6 +16,20 @@ from ptmdd_helpers.data import LoadedDataset, load_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("PTMDD_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def benchmark_script():
+    """A loader of ``benchmarks/<name>.py`` as a module (the scripts are not a package)."""
+    folder = Path(__file__).resolve().parents[1] / "benchmarks"
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
 
 
 @pytest.fixture(scope="session")

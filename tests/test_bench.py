@@ -3,9 +3,7 @@ convolutions, and writes its JSON."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,15 +11,10 @@ import torch.nn.functional as F
 
 from ptmdd_helpers.models import create_model
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench.py"
-
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench(benchmark_script):
+    return benchmark_script("bench")
 
 
 def test_dm_row_counts_convnet_flops_and_writes_json(bench, tmp_path, capsys):

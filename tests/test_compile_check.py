@@ -1,21 +1,14 @@
 """benchmarks/compile_check.py measures gradient agreement and step time (aot_eager: no codegen)."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "compile_check.py"
-
 
 @pytest.fixture(scope="module")
-def check():
-    spec = importlib.util.spec_from_file_location("compile_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def check(benchmark_script):
+    return benchmark_script("compile_check")
 
 
 def test_aot_eager_gradients_are_eager_ones_and_close_to_float64(check):

@@ -110,14 +110,9 @@ def test_an_unknown_precision_is_refused_naming_the_option():
         make_spec("Digits", "DM", 1, precision="fp16")
 
 
-def test_the_precision_study_pairs_fp32_and_bf16_by_seed_through_the_store(tmp_path):
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "precision_distill.py"
-    spec = importlib.util.spec_from_file_location("precision_distill", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+def test_the_precision_study_pairs_fp32_and_bf16_by_seed_through_the_store(tmp_path,
+                                                                          benchmark_script):
+    module = benchmark_script("precision_distill")
     sets = [f"store={tmp_path / 'store'}", f"pool_root={tmp_path / 'pools'}",
             "distill.DM.iterations=5", "eval.epochs=5"]
     (result,) = module.main(["--profile", "smoke", "--seeds", "0,1", "--methods", "DM",

@@ -1,20 +1,13 @@
 """benchmarks/profile_rows.py attributes a call's CPU time to its operations and its convolutions."""
 
-import importlib.util
-from pathlib import Path
 
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "profile_rows.py"
-
 
 @pytest.fixture(scope="module")
-def rows():
-    spec = importlib.util.spec_from_file_location("profile_rows", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def rows(benchmark_script):
+    return benchmark_script("profile_rows")
 
 
 def test_convolution_names(rows):
