@@ -12,7 +12,7 @@ and a benchmark shows a gain):
    float64. Inductor's layout optimization (channels_last convolution outputs) is on or off
    (``--layout``).
 2. **Speed.** Milliseconds per training step (forward, cross entropy, backward, SGD step with
-   momentum) on an IPC-10 set (100 images, one batch), eager and compiled, fp32 and bf16, and the
+   momentum) on an IPC-10 set (100 images, one batch; ``--ipc``), eager and compiled, fp32 and bf16, and the
    seconds of the first two steps (compilation included).
 
 ``--group-norm float64`` compiles with inductor's decomposition of ``aten.native_group_norm``
@@ -127,11 +127,12 @@ def gradient_agreement(arch: str, networks: int, backend: str = "inductor") -> d
 
 
 def step_milliseconds(arch: str, precision: str, compiled: bool, steps: int,
-                      backend: str = "inductor") -> dict:
-    """Milliseconds per evaluation training step on 100 images, and the first two steps' seconds."""
+                      backend: str = "inductor", ipc: int = 10) -> dict:
+    """Milliseconds per evaluation training step on an IPC-``ipc`` set (one batch), and the first
+    two steps' seconds."""
     generator = torch.Generator().manual_seed(0)
-    x = torch.randn(100, *SHAPE, generator=generator)
-    y = torch.arange(CLASSES).repeat_interleave(10)
+    x = torch.randn(CLASSES * ipc, *SHAPE, generator=generator)
+    y = torch.arange(CLASSES).repeat_interleave(ipc)
     net = _build(arch, 0)
     model = with_precision(net, precision)
     if compiled:
@@ -173,6 +174,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--archs", default="ConvNetW32,ConvNet")
     parser.add_argument("--networks", type=int, default=8)
     parser.add_argument("--steps", type=int, default=60, help="timed steps per configuration (0: none)")
+    parser.add_argument("--ipc", type=int, default=10, help="images per class of the timed set")
     parser.add_argument("--layout", choices=("on", "off", "both"), default="both",
                         help="inductor's layout optimization (torch._inductor.config)")
     parser.add_argument("--backend", default="inductor")
@@ -211,7 +213,7 @@ def main(argv: list[str] | None = None) -> dict:
                     if not compiled and not layout and len(layouts) > 1:
                         continue  # eager does not depend on inductor's settings: timed once
                     row = {**step_milliseconds(arch, precision, compiled, args.steps,
-                                               args.backend), "layout": layout}
+                                               args.backend, args.ipc), "layout": layout}
                     result["speed"].append(row)
                     print(f"  {arch:11s} {precision} {'compiled' if compiled else 'eager':8s} "
                           f"{row['ms_per_step']:8.2f} ms/step, first two steps "
