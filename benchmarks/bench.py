@@ -274,12 +274,24 @@ def untrained_clom(data: LoadedDataset, device: torch.device) -> Guidance:
         return Guidance(spec, data, device=device, pool_root=pool_root)
 
 
+def row_spec(method: str, ipc: int, precision: str = "fp32"):
+    """The distillation spec of a row: one iteration, ConvNet, batch_real 256 per class."""
+    return make_spec("FashionMNIST", method, ipc, iterations=1, model="ConvNet",
+                     batch_real=BATCH_REAL, precision=precision)
+
+
+def eval_set() -> tuple[torch.Tensor, torch.Tensor]:
+    """The IPC-10 set (random, FashionMNIST-shaped) the evaluation row trains on."""
+    generator = make_generator("bench-eval")
+    images = torch.randn(CLASSES * 10, 1, 28, 28, generator=generator)
+    return images, torch.arange(CLASSES).repeat_interleave(10)
+
+
 def distill_row(name: str, method: str, ipc: int, data: LoadedDataset, device: torch.device,
                 batched: bool, quick: bool, repeats: int, clom: Guidance | None = None,
                 precision: str = "fp32") -> dict:
     """Seconds and FLOPs of one distillation iteration (IPC-10 DC/DSA extrapolated in quick mode)."""
-    spec = make_spec("FashionMNIST", method, ipc, iterations=1, model="ConvNet",
-                     batch_real=BATCH_REAL, precision=precision)
+    spec = row_spec(method, ipc, precision)
     guidance = clom
     if clom is not None:
         spec = dataclasses.replace(spec, guidance=clom.spec)
@@ -319,9 +331,7 @@ def eval_row(device: torch.device, quick: bool, ensemble: bool, precision: str =
     """
     test_images = 1000 if quick else TEST_IMAGES
     data = fashion_shaped(20, test_images)
-    generator = make_generator("bench-eval")
-    images = torch.randn(CLASSES * 10, 1, 28, 28, generator=generator)
-    labels = torch.arange(CLASSES).repeat_interleave(10)
+    images, labels = eval_set()
     e1, e2 = (2, 6) if quick else (10, 40)
     nets = EVAL_NETS if ensemble or not quick else 4
 

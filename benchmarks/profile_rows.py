@@ -30,9 +30,8 @@ from torch.profiler import ProfilerActivity, profile
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from ptmdd_helpers.distill import distill, make_spec  # noqa: E402
+from ptmdd_helpers.distill import distill  # noqa: E402
 from ptmdd_helpers.evaluate import evaluate_images, protocol_for  # noqa: E402
-from ptmdd_helpers.seeding import make_generator  # noqa: E402
 from ptmdd_helpers.training import PRECISIONS  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("bench", Path(__file__).with_name("bench.py"))
@@ -66,8 +65,7 @@ def top_operations(fn: Callable[[], object], top: int) -> dict:
 def dc1(precision: str) -> Callable[[], object]:
     """bench.py's ``dc1`` row: one DC iteration, IPC 1, ConvNet, batch_real 256 per class."""
     data = bench.fashion_shaped(600, 100)
-    spec = make_spec("FashionMNIST", "DC", 1, iterations=1, model="ConvNet",
-                     batch_real=bench.BATCH_REAL, precision=precision)
+    spec = bench.row_spec("DC", 1, precision)
 
     def run():
         distill(spec, data, device="cpu", progress=False)
@@ -79,9 +77,7 @@ def dc1(precision: str) -> Callable[[], object]:
 def evaluation(precision: str, epochs: int) -> Callable[[], object]:
     """One ConvNet trained ``epochs`` epochs on an IPC-10 set and tested on 1000 images."""
     data = bench.fashion_shaped(20, 1000)
-    generator = make_generator("bench-eval")
-    images = torch.randn(100, 1, 28, 28, generator=generator)
-    labels = torch.arange(10).repeat_interleave(10)
+    images, labels = bench.eval_set()
 
     def run(n_epochs=epochs):
         evaluate_images(images, labels, data, ["ConvNet"], 1,

@@ -21,7 +21,7 @@ SHARED_DATA = Path(os.environ.get("PTMDD_SHARED_DATA", REPO.parent / "shared" / 
 @pytest.fixture(scope="session")
 def benchmark_script():
     """A loader of ``benchmarks/<name>.py`` as a module (the scripts are not a package)."""
-    folder = Path(__file__).resolve().parents[1] / "benchmarks"
+    folder = REPO / "benchmarks"
 
     def load(name: str):
         spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
