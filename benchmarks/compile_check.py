@@ -16,11 +16,11 @@ and a benchmark shows a gain):
    IPC-10 set (100 images; ``--ipc``), eager and compiled, fp32 and bf16, and the seconds of the
    first two steps (compilation included).
 
-``--group-norm float64`` compiles with inductor's decomposition of ``aten.native_group_norm``
-replaced by :func:`group_norm_float64_statistics` (each group's mean and variance accumulated in
-float64, the output in the input's dtype), what ``benchmarks/README.md`` found to matter.
-Inductor's on-disk caches are turned off for it: they do not key on a custom decomposition table
-and would serve the graph compiled with inductor's own group norm.
+``--group-norm float64`` compiles with ptmdd's evaluation backend,
+``ptmdd_helpers.compiling.inductor_float64_group_norm``: inductor's decomposition of
+``aten.native_group_norm`` replaced by one that accumulates each group's mean and variance in
+float64, what ``benchmarks/README.md`` found to matter, with inductor's graph caches off (they do
+not key on a custom decomposition table).
 
 ``--double-backward`` also tries DC's gradient matching through a compiled network
 (``create_graph=True``). ``--backend aot_eager`` runs everything without code generation (what
@@ -44,6 +44,7 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from ptmdd_helpers.compiling import inductor_float64_group_norm  # noqa: E402
 from ptmdd_helpers.models import create_model  # noqa: E402
 from ptmdd_helpers.training import (  # noqa: E402
     PRECISIONS,
@@ -54,41 +55,6 @@ from ptmdd_helpers.training import (  # noqa: E402
 )
 
 SHAPE, CLASSES, TOLERANCE = (1, 28, 28), 10, 1e-5
-
-
-def group_norm_float64_statistics(input, weight, bias, N, C, HxW, group, eps):  # noqa: A002, N803
-    """``aten.native_group_norm`` with each group's mean and variance accumulated in float64.
-
-    Inductor's own decomposition (``torch._refs.native_group_norm``) accumulates in the input's
-    dtype; on a channels_last tensor each channel's sum over H·W then runs as one sequential
-    float32 sum per vector lane, about 10× less accurate than on a contiguous one.
-    """
-    grouped = input.unflatten(1, (group, C // group)).to(torch.float64)
-    dims = list(range(2, grouped.ndim))
-    mean = grouped.mean(dims, keepdim=True)
-    rstd = torch.rsqrt((grouped - mean).pow(2).mean(dims, keepdim=True) + eps)
-    mean, rstd = mean.flatten(1).to(input.dtype), rstd.flatten(1).to(input.dtype)  # (N, group)
-    shape = [1, C] + [1] * (input.ndim - 2)
-
-    def per_channel(t):
-        return t.repeat_interleave(C // group, dim=1).reshape([N, *shape[1:]])
-
-    out = (input - per_channel(mean)) * per_channel(rstd)
-    if weight is not None:
-        out = out * weight.reshape(shape)
-    if bias is not None:
-        out = out + bias.reshape(shape)
-    return out, mean, rstd
-
-
-def inductor_float64_group_norm(graph, example_inputs):
-    """A ``torch.compile`` backend: inductor with :func:`group_norm_float64_statistics`."""
-    from torch._inductor.compile_fx import compile_fx
-    from torch._inductor.decomposition import select_decomp_table
-
-    table = {**select_decomp_table(),
-             torch.ops.aten.native_group_norm.default: group_norm_float64_statistics}
-    return compile_fx(graph, example_inputs, decompositions=table)
 
 
 def _gradients(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
@@ -190,11 +156,7 @@ def main(argv: list[str] | None = None) -> dict:
     import torch._inductor.config as inductor_config
 
     if args.group_norm == "float64":
-        args.backend = inductor_float64_group_norm
-        # the FX-graph and AOTAutograd caches do not key on a custom decomposition table: a
-        # graph compiled earlier with inductor's own group norm would be served instead
-        inductor_config.fx_graph_cache = False
-        torch._functorch.config.enable_autograd_cache = False
+        args.backend = inductor_float64_group_norm  # its own graph caches off
     archs = [a.strip() for a in args.archs.split(",") if a.strip()]
     layouts = {"on": [True], "off": [False], "both": [True, False]}[args.layout]
     result: dict = {"torch": torch.__version__, "threads": torch.get_num_threads(),

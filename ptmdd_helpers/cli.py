@@ -174,6 +174,11 @@ def add_location_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recompute", action="store_true",
                         help="a stored run that fails verification (see `ptmdd runs check`) is "
                              "moved to <store>/.quarantine/ and computed again")
+    parser.add_argument("--no-compile", dest="compile", action="store_const", const=False,
+                        default=None,
+                        help="train evaluation networks eagerly (default: ConvNetW32 on CPU trains "
+                             "compiled, 8-16 s of compilation once per process; also "
+                             "PTMDD_COMPILE=0)")
     add_device_argument(parser)
 
 
@@ -184,7 +189,8 @@ def _workspace(args: argparse.Namespace):
     return Workspace(RunStore(args.store), data_root=args.data_root, pool_root=args.pool_root,
                      device=args.device, progress=not args.quiet,
                      checkpoint_every=getattr(args, "checkpoint_every", 50),
-                     recompute=getattr(args, "recompute", False))
+                     recompute=getattr(args, "recompute", False),
+                     compile=getattr(args, "compile", None))
 
 
 def add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:

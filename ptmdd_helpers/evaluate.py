@@ -51,6 +51,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .augment import eval_augmenter
+from .compiling import batch_sizes, compiled_for_training
 from .data import LoadedDataset
 from .ensemble import Ensemble, ensemble_support
 from .models import create_model, list_models
@@ -178,6 +179,7 @@ def _train_and_test(
     protocol: EvalProtocol,
     seed_parts: tuple,
     device: torch.device,
+    compile: bool | None = None,  # noqa: A002 - the name of the option everywhere
 ) -> dict:
     """Train one network on tensors already on ``device``; see :func:`train_and_test`."""
     start = time.perf_counter()
@@ -185,19 +187,27 @@ def _train_and_test(
     network, order, augment_draws = _network(data, arch, seed_parts, device)
     optimizer, scheduler = make_optimizer(network, recipe)
     model = with_precision(network, protocol.precision)
+    info = data.info
+    compiled = compiled_for_training(
+        network, arch, (info.channels, *info.image_size), info.num_classes,
+        batch_sizes(len(labels), recipe.batch_size), device, protocol.precision, compile,
+    )
     augment = _augmenter(protocol, data)
+    trained = model if compiled is None else compiled
     train_accuracy = float("nan")
     for _ in range(recipe.epochs):
         _, train_accuracy = train_epoch(
-            model, optimizer, images, labels, recipe.batch_size, order, augment, augment_draws
+            trained, optimizer, images, labels, recipe.batch_size, order, augment,
+            augment_draws,
         )
         scheduler.step()
-    test_accuracy = accuracy(model, test_images, test_labels)
+    test_accuracy = accuracy(model, test_images, test_labels)  # eager: no graph per test shape
     return {
         "arch": arch,
         "accuracy": float(test_accuracy),
         "train_accuracy": float(train_accuracy),
         "seconds": time.perf_counter() - start,
+        "compiled": compiled is not None,
     }
 
 
@@ -242,7 +252,8 @@ def _train_and_test_ensemble(
     bar.close()
     seconds = (time.perf_counter() - start) / len(ensemble)
     return [
-        {"arch": arch, "accuracy": float(test), "train_accuracy": float(train), "seconds": seconds}
+        {"arch": arch, "accuracy": float(test), "train_accuracy": float(train), "seconds": seconds,
+         "compiled": False}
         for test, train in zip(test_accuracy, train_accuracy.tolist(), strict=True)
     ]
 
@@ -255,12 +266,15 @@ def train_and_test(
     protocol: EvalProtocol,
     seed_parts: tuple,
     device: str | torch.device = "cpu",
+    compile: bool | None = None,  # noqa: A002
 ) -> dict:
     """Train one fresh network on (images, labels); return arch, final-epoch test accuracy, etc.
 
     The returned dict holds ``arch``, ``accuracy`` (test accuracy after the last epoch),
     ``train_accuracy`` (running training accuracy of the last epoch, on augmented batches when
-    augmenting, as the reference reported it) and ``seconds`` (training plus testing).
+    augmenting, as the reference reported it), ``seconds`` (training plus testing) and
+    ``compiled`` (whether its training step ran compiled, :mod:`~ptmdd_helpers.compiling`;
+    ``compile``: see :func:`evaluate_images`).
     ``seed_parts`` (with ``arch``) determine initialization, batch order and augmentation.
     """
     _check_archs([arch])
@@ -269,8 +283,15 @@ def train_and_test(
     return _train_and_test(
         images.detach().to(device), labels.long().to(device),
         data.test_images.to(device), data.test_labels.to(device),
-        data, arch, protocol, tuple(seed_parts), device,
+        data, arch, protocol, tuple(seed_parts), device, _check_compile(compile),
     )
+
+
+def _check_compile(compile: bool | None) -> bool | None:  # noqa: A002
+    """``compile`` itself; refuses anything but True, False or None (the default)."""
+    if compile is not None and not isinstance(compile, bool):
+        raise ValueError(f"compile must be True, False or None (the default), got {compile!r}")
+    return compile
 
 
 def network_seed_parts(seed_parts: tuple, net: int) -> tuple:
@@ -351,11 +372,16 @@ def evaluate_images(
     progress: bool = True,
     ensemble: bool | None = None,
     ensemble_size: int | None = None,
+    compile: bool | None = None,  # noqa: A002
 ) -> list[dict]:
     """Train and test ``n_nets`` fresh networks per architecture; one row per network.
 
     Rows: ``arch``, ``net`` (index), ``accuracy`` (final epoch, test set), ``train_accuracy``,
-    ``seconds``. Network ``net`` of ``arch`` is seeded by ``network_seed_parts(seed_parts, net)``
+    ``seconds``, ``compiled``. ``compile`` compiles the training step of the networks trained
+    one at a time where :func:`~ptmdd_helpers.compiling.compiled_for_training` allows it
+    (ConvNetW32 on CPU in fp32; ``None``, the default, only from 100 images per batch and unless
+    ``PTMDD_COMPILE=0``; ``False`` never); it changes no run id.
+    Network ``net`` of ``arch`` is seeded by ``network_seed_parts(seed_parts, net)``
     and ``arch``, so adding networks or architectures leaves existing rows unchanged (up to the
     float arithmetic of the ensemble's batched kernels).
 
@@ -376,6 +402,7 @@ def evaluate_images(
         raise ValueError(f"ensemble_size must be an int >= 1 or None, got {ensemble_size!r}")
     _check_training_set(images, labels, data)
     device = resolve_device(device)
+    compile = _check_compile(compile)  # noqa: A001
     # the training and test sets go to the device once, for all networks
     train = images.detach().to(device), labels.long().to(device)
     test = data.test_images.to(device), data.test_labels.to(device)
@@ -398,6 +425,7 @@ def evaluate_images(
         for net in bar:
             row = _train_and_test(
                 *train, *test, data, arch, protocol, network_seed_parts(seed_parts, net), device,
+                compile,
             )
             rows.append({"arch": arch, "net": net, **{k: v for k, v in row.items() if k != "arch"}})
             bar.set_postfix(acc=f"{100 * row['accuracy']:.1f}%")

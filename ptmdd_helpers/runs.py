@@ -123,6 +123,7 @@ class Workspace:
     progress: bool = True
     checkpoint_every: int = 50
     recompute: bool = False  # move a stored run failing verification aside and compute it again
+    compile: bool | None = None  # compiled evaluation training (.compiling); None: the default
 
     def __post_init__(self) -> None:
         """Take a folder (str or Path) as the store; refuse values of the wrong type or range."""
@@ -137,6 +138,8 @@ class Workspace:
                                  f"{getattr(self, name)!r}")
         check_device(self.device)
         check_bool(self.progress, "Workspace progress")
+        if self.compile is not None:
+            check_bool(self.compile, "Workspace compile (--no-compile, the profile key compile)")
         check_int(self.checkpoint_every, "--checkpoint-every (Workspace checkpoint_every, "
                   "iterations between checkpoints)", minimum=1)
 
@@ -243,7 +246,7 @@ def evaluation_run(spec: EvaluationSpec, workspace: Workspace) -> Run:
         rows = evaluate_images(
             images, labels, workspace.dataset(spec.subject.dataset), [spec.arch], spec.n_nets,
             protocol, evaluation_seed_parts(spec.subject.dataset, subject_seed(spec.subject)),
-            device=str(device), progress=workspace.progress,
+            device=str(device), progress=workspace.progress, compile=workspace.compile,
         )
         job.context.add_timing("evaluate_seconds", sum(row["seconds"] for row in rows))
         metrics = {"rows": rows, "summary": summarize(rows)[spec.arch]}

@@ -101,7 +101,7 @@ def test_reported_accuracy_is_the_final_epoch_not_the_best(monkeypatch, digits):
     # independent re-computation on the trained network
     assert result["accuracy"] == accuracy(models[-1], digits.test_images, digits.test_labels)
     assert max(per_epoch) > per_epoch[-1], per_epoch  # the two differ here: final is reported
-    assert set(result) == {"arch", "accuracy", "train_accuracy", "seconds"}
+    assert set(result) == {"arch", "accuracy", "train_accuracy", "seconds", "compiled"}
     assert result["arch"] == ARCH and 0 <= result["train_accuracy"] <= 1 and result["seconds"] > 0
 
 
@@ -135,7 +135,7 @@ def test_networks_get_their_own_seeds(monkeypatch, digits, subset10):
     rows = evaluate_images(x, y, digits, [ARCH], 2, protocol, ("own",), progress=False,
                            ensemble=False)
     assert [(r["arch"], r["net"]) for r in rows] == [(ARCH, 0), (ARCH, 1)]
-    assert set(rows[0]) == {"arch", "net", "accuracy", "train_accuracy", "seconds"}
+    assert set(rows[0]) == {"arch", "net", "accuracy", "train_accuracy", "seconds", "compiled"}
     net0, net1 = initial.values()
     assert not torch.equal(net0[0], net1[0])  # a different net index, a different initialization
     # row i is the network seeded by network_seed_parts(seed_parts, i)

@@ -16,7 +16,8 @@ def workspace(params: Mapping[str, Any]) -> Workspace:
     return Workspace(RunStore(paths.resolve("store", profile=params)),
                      data_root=paths.resolve("data", profile=params),
                      pool_root=paths.resolve("pools", profile=params),
-                     device=str(params.get("device", "auto")), progress=False)
+                     device=str(params.get("device", "auto")), progress=False,
+                     compile=params.get("compile"))
 
 
 def figures_dir(params: Mapping[str, Any]) -> Path:

@@ -176,6 +176,7 @@ class NotebookParameters(Section):
     figures_dir: StrictStr | None = None
     runs_dir: StrictStr | None = None
     device: StrictStr = "auto"
+    compile: StrictBool | None = None  # evaluation's compiled training step; null: the default (on)
     executor: Literal["local", "slurm"] = "local"
     workers: PositiveInt = 1
     slurm: dict[StrictStr, Any] | None = None

@@ -106,7 +106,7 @@ def workspace_config(ws: Workspace, threads: int | None = None) -> dict[str, Any
     """What a worker process needs to rebuild ``ws`` (plain values, picklable)."""
     return {"store": str(ws.store.root), "pool_root": str(resolve_pool_root(ws.pool_root)),
             "data_root": None if ws.data_root is None else str(ws.data_root),
-            "device": str(ws.device), "threads": threads}
+            "device": str(ws.device), "threads": threads, "compile": ws.compile}
 
 
 def execute_task(task: Task, config: Mapping[str, Any]) -> tuple[str, str, str]:
@@ -120,7 +120,8 @@ def execute_task(task: Task, config: Mapping[str, Any]) -> tuple[str, str, str]:
         if config.get("threads"):
             torch.set_num_threads(int(config["threads"]))
         ws = Workspace(RunStore(config["store"]), data_root=config["data_root"],
-                       pool_root=config["pool_root"], device=config["device"], progress=False)
+                       pool_root=config["pool_root"], device=config["device"], progress=False,
+                       compile=config.get("compile"))
         before = computed_count()
         if task.kind == "member":
             train_member(task.spec, root=ws.pool_root, data_root=ws.data_root, device=ws.device,
