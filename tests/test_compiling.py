@@ -98,3 +98,16 @@ def test_failing_compilation_trains_eagerly_with_a_warning(digits, fresh_probes,
     with pytest.raises(ValueError, match="compile must be"):
         evaluate_images(images, labels, digits, ["ConvNetW32"], 1, protocol_for("DC", epochs=1),
                         ("test", 0), progress=False, compile="yes")
+
+
+def test_compile_evaluate_benchmark_pairs_eager_and_compiled(benchmark_script, tmp_path,
+                                                             fresh_probes):
+    bench = benchmark_script("compile_evaluate")
+    out = tmp_path / "result.json"
+    result = bench.main(["--dataset", "Digits", "--seeds", "0", "--nets", "1", "--epochs", "3",
+                         "--json", str(out)])
+    (row,) = result["sets"]
+    assert row["eager_networks_compiled"] == 0 and row["compiled_networks_compiled"] == 1
+    assert 0 < row["eager_accuracy"] <= 100 and 0 < row["compiled_accuracy"] <= 100
+    assert result["mean_difference"] == row["compiled_accuracy"] - row["eager_accuracy"]
+    assert out.is_file()
