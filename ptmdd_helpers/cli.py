@@ -176,8 +176,9 @@ def add_location_arguments(parser: argparse.ArgumentParser) -> None:
                              "moved to <store>/.quarantine/ and computed again")
     parser.add_argument("--no-compile", dest="compile", action="store_const", const=False,
                         default=None,
-                        help="train evaluation networks eagerly (default: ConvNetW32 on CPU trains "
-                             "compiled, 8-16 s of compilation once per process; also "
+                        help="train evaluation networks eagerly (default: ConvNetW32 on CPU in "
+                             "fp32 trains compiled from 100 images per batch, i.e. IPC >= 10, "
+                             "after 8-20 s of compilation once per process; also "
                              "PTMDD_COMPILE=0)")
     add_device_argument(parser)
 
