@@ -44,7 +44,7 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from ptmdd_helpers.compiling import inductor_float64_group_norm  # noqa: E402
+from ptmdd_helpers.compiling import inductor_float64_group_norm, parameter_gradients  # noqa: E402
 from ptmdd_helpers.models import create_model  # noqa: E402
 from ptmdd_helpers.training import (  # noqa: E402
     PRECISIONS,
@@ -55,11 +55,6 @@ from ptmdd_helpers.training import (  # noqa: E402
 )
 
 SHAPE, CLASSES, TOLERANCE = (1, 28, 28), 10, 1e-5
-
-
-def _gradients(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
-    loss = F.cross_entropy(model(x), y)
-    return list(torch.autograd.grad(loss, list(model.parameters())))
 
 
 def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -85,8 +80,8 @@ def gradient_agreement(arch: str, networks: int, backend: str = "inductor") -> d
         generator = torch.Generator().manual_seed(seed)
         x = torch.randn(batch, *SHAPE, generator=generator)
         y = torch.randint(0, CLASSES, (batch,), generator=generator)
-        reference = _gradients(copy.deepcopy(net).double(), x.double(), y)
-        eager, fused = _gradients(net, x, y), _gradients(compiled, x, y)
+        reference = parameter_gradients(copy.deepcopy(net).double(), x.double(), y)
+        eager, fused = parameter_gradients(net, x, y), parameter_gradients(compiled, x, y)
         scale = max(float(r.norm()) for r in reference)
         keep = [i for i, r in enumerate(reference) if float(r.norm()) > 1e-9 * scale]
         errors = {"eager_f64": max(_relative(eager[i], reference[i]) for i in keep),

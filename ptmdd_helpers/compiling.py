@@ -46,6 +46,7 @@ from torch import nn
 
 from .models import create_model
 from .seeding import make_generator
+from .training import seeded_model
 
 COMPILED_ARCHS = ("ConvNetW32",)
 TOLERANCE = 1e-5  # largest relative difference of a parameter's gradient, compiled against eager
@@ -124,7 +125,8 @@ def _relative_errors(compiled: Sequence[torch.Tensor], eager: Sequence[torch.Ten
                default=0.0)
 
 
-def _gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
+def parameter_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
+    """The gradients of ``model``'s trainable parameters for the cross-entropy of one batch."""
     loss = F.cross_entropy(model(x), y)
     return list(torch.autograd.grad(loss, [p for p in model.parameters() if p.requires_grad]))
 
@@ -134,9 +136,8 @@ def _probe(arch: str, input_shape: tuple[int, ...], num_classes: int, sizes: tup
            threads: int) -> str | None:
     """Compile ``arch`` for ``sizes`` batches of ``input_shape`` here; ``None`` if it agrees, else why not."""
     del threads  # part of the cache key: inductor's kernels are built for the thread count
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        network = create_model(arch, input_shape[0], num_classes, input_shape[1:])
+    network = seeded_model(lambda: create_model(arch, input_shape[0], num_classes, input_shape[1:]),
+                           "compile-probe", arch)
     network.train()
     compiled = torch.compile(copy.deepcopy(network), backend=inductor_float64_group_norm)
     draws = make_generator("compile-probe", arch, *input_shape)
@@ -144,7 +145,8 @@ def _probe(arch: str, input_shape: tuple[int, ...], num_classes: int, sizes: tup
         for size in sizes:
             x = torch.randn(size, *input_shape, generator=draws)
             y = torch.randint(0, num_classes, (size,), generator=draws)
-            error = _relative_errors(_gradients(compiled, x, y), _gradients(network, x, y))
+            error = _relative_errors(parameter_gradients(compiled, x, y),
+                                     parameter_gradients(network, x, y))
             if not error <= TOLERANCE:
                 return (f"its compiled gradients differ from eager's by {error:.1e} (relative; "
                         f"more than {TOLERANCE:g}) on a probe batch of {size}")

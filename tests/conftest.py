@@ -15,7 +15,7 @@ from torch.overrides import TorchFunctionMode
 from ptmdd_helpers.data import LoadedDataset, load_dataset
 
 REPO = Path(__file__).resolve().parents[1]
-# Evaluation trains eagerly in the suite (compiling costs 8-16 s per process and shape, here and in
+# Evaluation trains eagerly in the suite (compiling costs 8-20 s per process and shape, here and in
 # the subprocesses the tests start); tests/test_compiling.py asks for compilation explicitly.
 os.environ.setdefault("PTMDD_COMPILE", "0")
 SHARED_DATA = Path(os.environ.get("PTMDD_SHARED_DATA", REPO.parent / "shared" / "data"))

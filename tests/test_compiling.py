@@ -69,8 +69,8 @@ def test_compiled_gradients_agree_with_eager_and_training_repeats(digits, fresh_
     compiled = compiling.compiled_for_training(network, "ConvNetW32", (1, 8, 8), 10, (20,), CPU,
                                                "fp32", compile=True)
     assert compiled is not None
-    eager = compiling._gradients(network, images, labels)
-    fused = compiling._gradients(compiled, images, labels)
+    eager = compiling.parameter_gradients(network, images, labels)
+    fused = compiling.parameter_gradients(compiled, images, labels)
     assert 0 < compiling._relative_errors(fused, eager) <= compiling.TOLERANCE  # not the same code
 
     protocol = protocol_for("DC", epochs=20)
