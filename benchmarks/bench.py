@@ -63,8 +63,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from ptmdd_helpers.data import LoadedDataset, get_info  # noqa: E402
-from ptmdd_helpers.distill import distill, grouped, make_spec  # noqa: E402
-from ptmdd_helpers.evaluate import evaluate_images, protocol_for  # noqa: E402
+from ptmdd_helpers.distill import (  # noqa: E402
+    distill,
+    grouped,
+    make_spec,
+    protocol_for,  # noqa: E402
+)
+from ptmdd_helpers.evaluate import evaluate_images  # noqa: E402
 from ptmdd_helpers.guidance import Guidance, GuidanceSpec  # noqa: E402
 from ptmdd_helpers.pools import MemberSpec, write_initial_checkpoint  # noqa: E402
 from ptmdd_helpers.seeding import make_generator  # noqa: E402
@@ -190,7 +195,7 @@ def mtt_row(name: str, dataset: str, model: str, syn_steps: int, ipc: int, setti
                                             info.image_size))
 
     def run():
-        distill(spec, data, device=device, progress=False, experts=experts)
+        distill(spec, data, device=device, progress=False, resources=experts)
 
     counts = counted(run, device)
     wall, cpu = timed(run, device, repeats)

@@ -25,10 +25,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from ptmdd_helpers.data import load_dataset  # noqa: E402
+from ptmdd_helpers.distill import protocol_for  # noqa: E402
 from ptmdd_helpers.evaluate import (  # noqa: E402
     evaluate_images,
     evaluation_seed_parts,
-    protocol_for,
     random_real_subset,
 )
 from ptmdd_helpers.seeding import make_generator  # noqa: E402

@@ -27,7 +27,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from ptmdd_helpers.data import load_dataset  # noqa: E402
-from ptmdd_helpers.evaluate import evaluate_images, protocol_for, random_real_subset  # noqa: E402
+from ptmdd_helpers.distill import protocol_for  # noqa: E402
+from ptmdd_helpers.evaluate import evaluate_images, random_real_subset  # noqa: E402
 from ptmdd_helpers.malloc import tune_malloc  # noqa: E402
 from ptmdd_helpers.seeding import make_generator  # noqa: E402
 from ptmdd_helpers.spread import mean_sd  # noqa: E402

@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))
 
 from ptmdd_helpers import study  # noqa: E402
 from ptmdd_helpers.runs import EvaluationSpec, distill_run, evaluation_run  # noqa: E402
-from ptmdd_helpers.study import grids  # noqa: E402
+from ptmdd_helpers.study import grids, values  # noqa: E402
 from ptmdd_helpers.verdicts import paired_interval  # noqa: E402
 
 
@@ -43,7 +43,7 @@ def compare_precisions(params: dict, method: str, seeds: list[int]) -> dict:
         row = {"seed": seed}
         for precision in ("fp32", "bf16"):
             subject = dataclasses.replace(fp32, precision=precision)
-            protocol = grids.protocol(params, method, subject.dataset, arch)
+            protocol = values.protocol(params, method, subject.dataset, arch)
             run = evaluation_run(EvaluationSpec(subject, arch, n_nets, protocol), workspace)
             row[precision] = 100 * run.metrics["summary"]["mean"]
             row[f"{precision}_seconds"] = distill_run(subject, workspace).metrics["distill_seconds"]

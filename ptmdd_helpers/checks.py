@@ -75,3 +75,22 @@ def check_models(names: Sequence[str], name: str) -> None:
     if unknown:
         raise ValueError(f"{name}: unknown model(s) {', '.join(map(repr, unknown))}; valid: "
                          f"{', '.join(list_models())} (see: ptmdd models)")
+
+
+# Evaluation networks per architecture: each trains from scratch, and the mean over networks has
+# an SD that shrinks as 1/sqrt(n); past this the cost grows with no use (the study takes 5-20).
+MAX_EVAL_NETS = 10_000
+
+
+def check_eval_nets(value: object, name: str, *, minimum: int | None = 1) -> None:
+    """Raise ``ValueError`` unless ``value`` is an int from ``minimum`` to :data:`MAX_EVAL_NETS`
+    (the number of evaluation networks per architecture)."""
+    if minimum is not None:
+        check_int(value, name, minimum=minimum, fix="the number of evaluation networks per "
+                  "architecture")
+    if is_int(value) and value > MAX_EVAL_NETS:
+        raise ValueError(
+            f"{name} must be at most {MAX_EVAL_NETS} evaluation networks per architecture, got "
+            f"{value}: each network is trained from scratch, and the mean accuracy's error "
+            f"shrinks only as 1/sqrt(n), so {MAX_EVAL_NETS} networks already pin the mean far more "
+            f"tightly than the spread between distillation seeds; give fewer (the study uses 5-20)")

@@ -7,7 +7,13 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 
-from .cli_options import add_mtt_arguments, guidance_from_args, mtt_overrides
+from .cli_options import (
+    add_method_arguments,
+    check_evaluation_options,
+    check_options,
+    guidance_from_args,
+    method_overrides,
+)
 from .cli_options import evaluate_and_print as _evaluate_and_print
 from .spread import plus_minus
 
@@ -30,46 +36,6 @@ def _csv(text: str) -> list[str]:
 
 def _int_csv(text: str) -> list[int]:
     return [int(part) for part in _csv(text)]
-
-
-# What each integer option's smallest value means where "at least N" alone would not say the fix.
-_OPTION_FIXES = {
-    "pool_epoch": "give 0 (the untrained initializations) or a positive epoch the pool has "
-                  "trained to, or leave --pool-epoch out for the pool's last epoch",
-    "seed": "the replicate index is 0, 1, 2, …",
-    "iterations": "a distillation needs at least one iteration",
-    "checkpoint_every": "the number of iterations between resumable checkpoints",
-}
-
-
-def check_options(args: argparse.Namespace, **minimums: int) -> None:
-    """Raise ``ValueError`` naming the option for an integer option given below its minimum
-    (options left at ``None`` are not checked)."""
-    from .checks import check_int
-
-    for dest, minimum in minimums.items():
-        value = getattr(args, dest, None)
-        if value is not None:
-            check_int(value, f"--{dest.replace('_', '-')}", minimum=minimum,
-                      fix=_OPTION_FIXES.get(dest, ""))
-
-
-def check_evaluation_options(args: argparse.Namespace, method: str, dataset: str | None = None,
-                             arch: str | None = None):
-    """Check --eval-* and --device before anything is computed; return the protocol (the DC
-    augmentation default follows the reference for ``dataset`` and the evaluation ``arch``)."""
-    from .checks import check_models
-    from .evaluate import protocol_for
-    from .training import resolve_device
-
-    resolve_device(args.device)
-    check_options(args, eval_nets=1, eval_epochs=1)
-    if args.eval_archs:
-        check_models(args.eval_archs, "--eval-archs")
-    overrides = {"epochs": args.eval_epochs, "augment": args.eval_augment,
-                 "precision": args.eval_precision}
-    return protocol_for(method, dataset=dataset, arch=arch,
-                        **{k: v for k, v in overrides.items() if v is not None})
 
 
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
@@ -184,18 +150,19 @@ def add_location_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _workspace(args: argparse.Namespace):
+    from .checks import check_eval_nets
     from .runs import Workspace
-    from .store import RunStore
 
-    return Workspace(RunStore(args.store), data_root=args.data_root, pool_root=args.pool_root,
-                     device=args.device, progress=not args.quiet,
-                     checkpoint_every=getattr(args, "checkpoint_every", 50),
-                     recompute=getattr(args, "recompute", False),
-                     compile=getattr(args, "compile", None))
+    if getattr(args, "eval_nets", None) is not None:  # distill and evaluate, before any run
+        check_eval_nets(args.eval_nets, "--eval-nets")
+    return Workspace.from_settings({**vars(args), "progress": not args.quiet})
 
 
 def add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the evaluation protocol options."""
+    from .augment import EVAL_AUGMENTS
+    from .training import PRECISIONS
+
     parser.add_argument("--eval-archs", type=_csv, default=None,
                         help="architectures to evaluate on (default: the distillation model)")
     parser.add_argument("--eval-nets", type=int, default=20,
@@ -204,24 +171,34 @@ def add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
                         help="training epochs (default: 300 for DC, 1000 for DSA/DM/MTT; MTT's "
                              "networks train at the lr its distillation learned)")
     parser.add_argument("--eval-augment", default=None,
-                        choices=("none", "dsa", "crop_scale_rotate", "crop_noise"),
+                        choices=EVAL_AUGMENTS,
                         help="augmentation while training (default: dsa for DSA/DM; for DC as "
                              "the reference: crop_noise for ConvNetBN, crop_scale_rotate on "
                              "MNIST/MNIST5k, else none)")
-    parser.add_argument("--eval-precision", choices=("fp32", "bf16"), default=None,
+    parser.add_argument("--eval-precision", choices=tuple(PRECISIONS), default=None,
                         help="fp32 (default) or bf16: convolutions in bfloat16 under autocast, "
                              "faster on CPUs with AVX-512 BF16 and on GPUs")
 
 
+def _method_names() -> list[str]:
+    from .distill import list_methods
+
+    return list_methods()
+
+
 @command("distill", "distill a synthetic set (optionally PTM-guided), store and evaluate it")
 def _distill(parser: argparse.ArgumentParser):
+    from .distill.spec import INITS
+    from .training import PRECISIONS
+
     parser.add_argument("--dataset", required=True)
-    parser.add_argument("--method", required=True, help="DC, DSA, DM or MTT")
+    parser.add_argument("--method", required=True, type=str.upper,
+                        help="a registered method (any case): " + ", ".join(_method_names()))
     parser.add_argument("--ipc", type=int, required=True, help="images per class")
     parser.add_argument("--model", default="ConvNet", help="network used for matching")
     parser.add_argument("--iterations", type=int, default=None,
                         help="default: 1000 (DC/DSA), 20000 (DM), 5000 (MTT)")
-    parser.add_argument("--init", choices=("real", "noise"), default=None,
+    parser.add_argument("--init", choices=INITS, default=None,
                         help="default: noise (DC/DSA), real (DM/MTT)")
     parser.add_argument("--lr-img", type=float, default=None,
                         help="default: 0.1 (DC/DSA), 1.0 (DM), 1000 (MTT)")
@@ -230,7 +207,7 @@ def _distill(parser: argparse.ArgumentParser):
     parser.add_argument("--outer-loop", type=int, default=None, help="default: by IPC")
     parser.add_argument("--inner-loop", type=int, default=None, help="default: by IPC")
     parser.add_argument("--seed", type=int, default=0, help="replicate index")
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default=None,
+    parser.add_argument("--precision", choices=tuple(PRECISIONS), default=None,
                         help="fp32 (default) or bf16: the matching networks' convolutions and "
                              "matmuls in bfloat16 under autocast (its own run id; "
                              "benchmarks/README.md has its speed and accuracy)")
@@ -251,10 +228,10 @@ def _distill(parser: argparse.ArgumentParser):
                         default=None,
                         help="real images per CCLoM use (default 8196, capped at the dataset)")
     parser.add_argument("--ptm-only", action="store_true", help="drop the DD loss (α study)")
-    parser.add_argument("--checkpoint-every", type=int, default=50,
+    parser.add_argument("--checkpoint-every", type=int, default=None,
                         help="iterations between resumable checkpoints")
     parser.add_argument("--no-eval", action="store_true", help="distill only")
-    add_mtt_arguments(parser)
+    add_method_arguments(parser)
     add_evaluation_arguments(parser)
     add_location_arguments(parser)
 
@@ -274,13 +251,13 @@ def _distill(parser: argparse.ArgumentParser):
         get_info(args.dataset)
         check_models([args.model], "--model")
         check_evaluation_options(args, args.method)
-        trajectory = mtt_overrides(args)
+        own = method_overrides(args)  # the method's own settings (MTT: --syn-steps, ...)
         guidance = guidance_from_args(args)
         spec = make_spec(
             args.dataset, args.method, args.ipc, model=args.model, iterations=args.iterations,
             init=args.init, lr_img=args.lr_img, lr_net=args.lr_net, batch_real=args.batch_real,
             outer_loop=args.outer_loop, inner_loop=args.inner_loop, guidance=guidance,
-            seed=args.seed, precision=args.precision, **trajectory,
+            seed=args.seed, precision=args.precision, **own,
         )
         workspace = _workspace(args)
         run = distill_run(spec, workspace)
@@ -306,11 +283,13 @@ def _evaluate(parser: argparse.ArgumentParser):
     add_location_arguments(parser)
 
     def run(args: argparse.Namespace) -> int:
+        from .cli_checks import check_one_subject
         from .data import get_info
         from .distill import DistillSpec
-        from .runs import RealSubsetSpec, WholeDatasetSpec, spec_from_dict
+        from .runs import RealSubsetSpec, WholeDatasetSpec, stored_distillation, training_set
 
         check_options(args, seed=0)
+        check_one_subject(args)
         workspace = _workspace(args)
         if args.random_real:
             dataset, ipc = args.random_real
@@ -322,9 +301,12 @@ def _evaluate(parser: argparse.ArgumentParser):
         elif args.whole:
             subject = WholeDatasetSpec(args.whole)
         elif args.run:
-            subject = spec_from_dict(workspace.store.load(args.run).spec)
+            subject = stored_distillation(args.run, workspace)
             if not isinstance(subject, DistillSpec):
                 raise ValueError(f"{args.run} is not a distillation run")
+            if workspace.recompute:  # options first, then a failing distillation is recomputed
+                check_evaluation_options(args, subject.method, subject.dataset)
+                training_set(subject, workspace)
         else:
             raise ValueError("give a run id or path, --random-real DATASET IPC, or --whole DATASET")
         _evaluate_and_print(subject, args, workspace)
@@ -347,9 +329,11 @@ def _runs(parser: argparse.ArgumentParser):
         import json
         import warnings
 
+        from .cli_checks import check_run_kind
         from .store import STATUSES, RunStore
 
         store = RunStore(args.store)
+        check_run_kind(store, args.kind)
         if args.action == "show":
             if not args.run:
                 raise ValueError("ptmdd runs show needs a run id or path")
@@ -446,17 +430,9 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from .data import DataUnavailableError
     from .distill import DistillationDiverged
     from .pools import PoolError
+    from .store import RunError
 
-    errors: list[type[BaseException]] = [
-        ValueError, DataUnavailableError, PoolError, DistillationDiverged,
-    ]
-    try:
-        from .store import RunError
-
-        errors.append(RunError)
-    except ImportError:  # pragma: no cover - store is part of the package
-        pass
-    return tuple(errors)
+    return ValueError, DataUnavailableError, PoolError, DistillationDiverged, RunError
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
@@ -487,8 +463,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"ptmdd {args.command}: error: {error}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
-            print(f"ptmdd {args.command}: interrupted; completed work is kept and resumes on the "
-                  "next run", file=sys.stderr)
+            print(f"ptmdd {args.command}: interrupted; kept: every finished run, pool epoch and "
+                  "evaluation network, and a distillation's last checkpoint (every "
+                  "--checkpoint-every iterations); the same command resumes from there",
+                  file=sys.stderr)
             return 130
     for warning in caught:
         print(f"ptmdd {args.command}: warning: {warning.message}", file=sys.stderr)

@@ -6,10 +6,48 @@ import argparse
 
 from .spread import plus_minus
 
+# What each integer option's smallest value means where "at least N" alone would not say the fix.
+_OPTION_FIXES = {
+    "pool_epoch": "give 0 (the untrained initializations) or a positive epoch the pool has "
+                  "trained to, or leave --pool-epoch out for the pool's last epoch",
+    "seed": "the replicate index is 0, 1, 2, …",
+    "iterations": "a distillation needs at least one iteration",
+    "checkpoint_every": "the number of iterations between resumable checkpoints",
+}
+
+
+def check_options(args: argparse.Namespace, **minimums: int) -> None:
+    """Raise ``ValueError`` naming the option for an integer option given below its minimum
+    (options left at ``None`` are not checked)."""
+    from .checks import check_int
+
+    for dest, minimum in minimums.items():
+        value = getattr(args, dest, None)
+        if value is not None:
+            check_int(value, f"--{dest.replace('_', '-')}", minimum=minimum,
+                      fix=_OPTION_FIXES.get(dest, ""))
+
+
+def check_evaluation_options(args: argparse.Namespace, method: str, dataset: str | None = None,
+                             arch: str | None = None):
+    """Check --eval-* and --device before anything is computed; return the protocol (the DC
+    augmentation default follows the reference for ``dataset`` and the evaluation ``arch``)."""
+    from .checks import check_models
+    from .distill import protocol_for
+    from .training import resolve_device
+
+    resolve_device(args.device)
+    check_options(args, eval_nets=1, eval_epochs=1)
+    if args.eval_archs:
+        check_models(args.eval_archs, "--eval-archs")
+    overrides = {"epochs": args.eval_epochs, "augment": args.eval_augment,
+                 "precision": args.eval_precision}
+    return protocol_for(method, dataset=dataset, arch=arch,
+                        **{k: v for k, v in overrides.items() if v is not None})
+
 
 def evaluate_and_print(subject, args: argparse.Namespace, workspace) -> None:
     """Evaluate ``subject`` on each --eval-archs architecture and print one line per run."""
-    from .cli import check_evaluation_options
     from .runs import EvaluationSpec, evaluation_run
 
     method = subject.method if hasattr(subject, "method") else "DC"
@@ -31,55 +69,49 @@ def evaluate_and_print(subject, args: argparse.Namespace, workspace) -> None:
               f"(sample SD)  [{seconds:.1f} s training]")
 
 
-def add_mtt_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add MTT's options to ``ptmdd distill`` (defaults: docs/method.md#mtt-trajectory-matching)."""
-    group = parser.add_argument_group("MTT (trajectory matching; experts: ptmdd pretrain --recipe mtt)")
-    group.add_argument("--experts", dest="n_experts", type=int, default=None,
-                       help="expert trajectories matched: members 0..N-1 of --model on --dataset "
-                            "(default: every expert found under the pool root)")
-    group.add_argument("--syn-steps", type=int, default=None, help="student steps N (default by IPC)")
-    group.add_argument("--expert-epochs", type=int, default=None,
-                       help="expert epochs M matched (default by IPC)")
-    group.add_argument("--max-start-epoch", type=int, default=None,
-                       help="start epochs drawn from 0..T+-1 (default by IPC)")
-    group.add_argument("--lr-lr", type=float, default=None,
-                       help="learning rate of the learned student lr (default by IPC)")
-    group.add_argument("--lr-init", type=float, default=None,
-                       help="the student lr's start (default: the experts' lr, 0.01)")
-    group.add_argument("--batch-syn", type=int, default=None,
-                       help="synthetic images per student step (default 0: all)")
+def add_method_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add each registered method's own settings to ``ptmdd distill``, one group per method (the
+    flags come from the fields of the method's options, :mod:`ptmdd_helpers.distill.methods`)."""
+    import dataclasses
+
+    from .distill import REGISTRY
+    from .distill.methods import HELP
+
+    added: set[str] = set()
+    for method in REGISTRY.values():
+        fields = [f for f in (dataclasses.fields(method.options) if method.options else ())
+                  if method.option_flag(f.name) and method.option_flag(f.name) not in added]
+        if not fields:
+            continue
+        group = parser.add_argument_group(f"{method.name} ({method.description or 'its settings'})")
+        for item in fields:
+            flag = method.option_flag(item.name)
+            added.add(flag)
+            kind = type(item.default) if item.default is not None else str
+            group.add_argument(flag, dest=item.name, type=kind, default=None,
+                               help=item.metadata.get(HELP, f"{method.name}'s {item.name}"))
 
 
-def mtt_overrides(args: argparse.Namespace) -> dict:
-    """The ``make_spec`` overrides of MTT's options (checked); ``{}`` for another method."""
-    from .checks import check_int, check_number
-    from .experts import count_experts
+def method_overrides(args: argparse.Namespace) -> dict:
+    """The ``make_spec`` overrides of the chosen method's own options; options of another
+    method are an error naming them."""
+    from .distill import REGISTRY, get_method
 
-    names = ("n_experts", "syn_steps", "expert_epochs", "max_start_epoch", "lr_lr", "lr_init",
-             "batch_syn")
-    given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
-    if args.method.upper() != "MTT":
-        if given:
-            flags = ", ".join(f"--{n.replace('_', '-')}" for n in given).replace("n-experts",
-                                                                               "experts")
-            raise ValueError(f"{flags} configure MTT's trajectory matching, but --method is "
-                             f"{args.method}; drop them or use --method MTT")
-        return {}
-    for name, value in given.items():
-        flag = "--experts" if name == "n_experts" else f"--{name.replace('_', '-')}"
-        if name in ("lr_lr", "lr_init"):
-            check_number(value, flag, positive=True)
-        else:
-            check_int(value, flag, minimum=0 if name == "batch_syn" else 1)
-    if args.pool is not None and not (args.clom or args.cclom) and list(args.pool) != [args.model]:
-        raise ValueError(
-            f"--pool {','.join(args.pool)} without --clom/--cclom: MTT matches expert "
-            f"trajectories of its --model ({args.model}) on --dataset, so --pool, if given, must "
-            f"name that architecture; give --model {args.pool[0]} to match its experts, or add "
-            f"--clom/--cclom to guide with that PTM pool")
-    if "n_experts" not in given:  # every expert found; none: the error names the pretrain command
-        given["n_experts"] = max(1, count_experts(args.dataset, args.model, "mtt", args.pool_root))
-    return given
+    chosen = get_method(args.method)
+    given, foreign = {}, {}
+    for method in REGISTRY.values():
+        for name in method.option_names():
+            flag = method.option_flag(name)
+            if flag and getattr(args, name, None) is not None:
+                if name in chosen.option_names():
+                    given[name] = getattr(args, name)
+                else:
+                    foreign.setdefault(flag, method.name)
+    if foreign:
+        owners = ", ".join(dict.fromkeys(foreign.values()))
+        raise ValueError(f"{', '.join(foreign)} configure {owners}'s own settings, but --method is "
+                         f"{chosen.name}; drop them or use --method {next(iter(foreign.values()))}")
+    return chosen.cli_resolve(args, given) if chosen.cli_resolve is not None else given
 
 
 def guidance_from_args(args: argparse.Namespace):
@@ -89,11 +121,12 @@ def guidance_from_args(args: argparse.Namespace):
 
     from .checks import check_models
     from .data import get_info
-    from .guidance import DEFAULT_CCLOM_REAL_BATCH, GuidanceSpec, parse_alphas, validate_guidance
+    from .guidance import check_real_batch, make_guidance, parse_alphas, validate_guidance
     from .pools import final_epoch, ptm_epoch, stored_identity
 
     guidance = None
     if args.clom or args.cclom:
+        check_real_batch("clom" if args.clom else "cclom", args.cclom_real_batch)
         source = args.source or args.dataset
         get_info(source)
         if args.pool is None:
@@ -106,16 +139,15 @@ def guidance_from_args(args: argparse.Namespace):
         if epoch is None:
             epoch = ptm_epoch(None, final_epoch(source, tuple(args.pool), args.pool_size,
                                                 args.pool_root))
-        guidance = GuidanceSpec(
-            kind="clom" if args.clom else "cclom", source=source, archs=tuple(args.pool),
-            n_models=args.pool_size, epoch=epoch,
-            alphas=alphas,
-            real_batch=args.cclom_real_batch or DEFAULT_CCLOM_REAL_BATCH, ptm_only=args.ptm_only,
-        )
+        guidance = make_guidance("clom" if args.clom else "cclom", source, args.pool,
+                                 args.pool_size, epoch, alphas, real_batch=args.cclom_real_batch,
+                                 ptm_only=args.ptm_only)
         validate_guidance(guidance, args.dataset)
         # the run id names the pool: the identity of the recipe its members were trained with
         guidance = replace(guidance, pool_recipe=stored_identity(
             source, guidance.archs, args.pool_size, epoch, args.pool_root))
     elif args.ptm_only:
         raise ValueError("--ptm-only needs --clom or --cclom")
+    elif args.cclom_real_batch is not None:
+        raise ValueError("--cclom-real-batch sets CCLoM's real images; it needs --cclom")
     return guidance

@@ -1,17 +1,16 @@
 """Compiled evaluation training: ``torch.compile`` (inductor) where its gradients agree with eager.
 
 Evaluation trains hundreds of small networks per study worker, and on CPU most of a training step
-outside the convolutions is element-wise work (pooling, group norm, ReLU) that inductor fuses. Issue
-16 allowed compilation only where the compiled gradients agree with eager's to 1e-5 relative and a
-benchmark shows a gain; ``benchmarks/compile_check.py`` measured which (``benchmarks/README.md``):
+outside the convolutions is element-wise work (pooling, group norm, ReLU) that inductor fuses. A
+network is compiled only where the compiled gradients agree with eager's to 1e-5 relative and a
+benchmark shows a gain (``benchmarks/compile_check.py``; the numbers are in
+``benchmarks/README.md``):
 
 * **ConvNetW32** (the cpu profile's network) qualifies, compiled with inductor whose group-norm
   decomposition accumulates each group's mean and variance in float64
   (:func:`group_norm_float64_statistics`): inductor's own one sums a channels_last tensor in
-  float32 lane by lane, about 10x less accurately, which flips ReLUs and moves the gradients by
-  ~1e-3. Its training step then runs about 1.4-1.5x faster on CPU;
-* ConvNet, ConvNetBN, AlexNet and VGG11 flip more ReLUs compiled than eager in every configuration
-  tried, so they always train eagerly; the others were not measured to gain.
+  float32 lane by lane, less accurately, which flips ReLUs and moves the gradients;
+* the other architectures train eagerly (their compiled gradients disagree, or no gain was shown).
 
 So :func:`compiled_for_training` compiles only ConvNetW32, on CPU, in fp32, trained one network
 at a time (not the vmap ensemble), by default only from :data:`MIN_BATCH` images per mini-batch
@@ -50,16 +49,28 @@ from .training import seeded_model
 
 COMPILED_ARCHS = ("ConvNetW32",)
 TOLERANCE = 1e-5  # largest relative difference of a parameter's gradient, compiled against eager
-# By default a training step is compiled only from this many images per mini-batch: at 100 images
-# (IPC 10) a ConvNetW32 step ran 1.48x faster compiled, at 10 (IPC 1) the evaluation as a whole
-# gained at most ~10 % (its test pass and the augmentation are not compiled), less than the
-# compilation costs a short process (benchmarks/README.md). ``compile=True`` compiles any size.
+# By default a training step is compiled only from this many images per mini-batch, where the
+# benchmark shows compilation repaying its cost (benchmarks/README.md). ``compile=True`` compiles
+# any size.
 MIN_BATCH = 100
 
 
+_SWITCH_VALUES = {"0": False, "false": False, "no": False, "off": False,
+                  "1": True, "true": True, "yes": True, "on": True}
+
+
 def compile_default() -> bool:
-    """Whether evaluation compiles by default: yes, unless ``PTMDD_COMPILE=0``."""
-    return os.environ.get("PTMDD_COMPILE", "1") != "0"
+    """Whether evaluation compiles by default: yes, unless ``PTMDD_COMPILE`` is 0/false/no/off
+    (case-insensitive; unset or empty: yes); any other value raises ``ValueError`` naming it."""
+    value = os.environ.get("PTMDD_COMPILE", "").strip()
+    if not value:
+        return True
+    if value.lower() not in _SWITCH_VALUES:
+        raise ValueError(
+            f"the environment variable PTMDD_COMPILE is {value!r}, which is neither on nor off. "
+            "Fix: set it to 0, false, no or off (train evaluation networks eagerly) or to 1, "
+            "true, yes or on (compile where it pays), or unset it")
+    return _SWITCH_VALUES[value.lower()]
 
 
 def group_norm_float64_statistics(input, weight, bias, N, C, HxW, group, eps):  # noqa: A002, N803

@@ -27,10 +27,9 @@ randomness by default, and the loop's global-RNG stream could not be reproduced 
 data-dependent Python control flow (``.item()``, ``if x.sum() > 0``), or with in-place updates
 of their inputs.
 
-Speed. On a GPU the ensemble replaces N small kernel launches by one. On CPU it measured slower
-than the loop (``benchmarks/bench.py --quick --only eval20 --compare`` on two cores: 20 ConvNets
-on an IPC-10 set, 106.7 vs 66.4 s per network; see ``benchmarks/README.md``): a grouped
-convolution costs about what the N convolutions cost, and ``vmap`` adds copies between the
+Speed. On a GPU the ensemble replaces N small kernel launches by one. On CPU it is slower than
+the loop (``benchmarks/bench.py --only eval20 --compare``; numbers in ``benchmarks/README.md``): a
+grouped convolution costs about what the N convolutions cost, and ``vmap`` adds copies between the
 layouts of its batching rules (the convolution's ``(B, N*C, H, W)`` and the normalization's
 ``(N*B, C, H, W)``) and a separate affine pass in group norm;
 :func:`~ptmdd_helpers.evaluate.evaluate_images` therefore uses it on CUDA by default.

@@ -14,9 +14,10 @@ The protocol of the DC/DSA/DM reference code (``evaluate_synset``), with its def
   :func:`~ptmdd_helpers.training.seeded_model`), mini-batch order and augmentation draws (two
   explicit generators); the global RNG is neither read nor changed.
 
-Defaults (:func:`protocol_for`): DC trains 300 epochs without augmentation, except where the
-reference augments (given ``dataset``/``arch``): ``crop_scale_rotate`` on MNIST, ``crop_noise`` for
-ConvNetBN (:func:`~ptmdd_helpers.augment.dc_reference_augment`); DSA and DM train 1000 epochs with
+Defaults (``distill.protocol_for``, declared by each method): DC trains 300 epochs without
+augmentation, except where the reference augments (given ``dataset``/``arch``):
+``crop_scale_rotate`` on MNIST, ``crop_noise`` for ConvNetBN
+(:func:`~ptmdd_helpers.augment.dc_reference_augment`); DSA and DM train 1000 epochs with
 per-sample DSA (``color_crop_cutout_flip_scale_rotate``, no flip where ``flip_augment`` is False).
 SGD lr 0.01, momentum 0.9, weight decay 5e-4, batch 256; loop :func:`~ptmdd_helpers.training.train_epoch`.
 
@@ -29,12 +30,10 @@ Execution (not part of a protocol's identity, so not of any run id): on CUDA, or
 ``ensemble=True``, :func:`evaluate_images` trains the networks of one architecture together as a
 ``vmap`` ensemble (:class:`~ptmdd_helpers.ensemble.Ensemble`) -- each network with its own
 initialization, batch order and augmentation draws, as in the loop; on CPU it trains them one by
-one by default, because there the ensemble measured slower (1.6x for ConvNet: 106.7 vs 66.4 s per network, see
-``benchmarks/README.md``: a grouped convolution costs what N convolutions cost, and ``vmap``
-adds layout copies). An architecture that cannot be vmapped (:func:`ensemble_fallback_reason`;
-none of the registered ones with torch 2.x) is always trained in the loop. The two paths agree
-up to float arithmetic (float32 parameters within 1e-5 after a few epochs, identical accuracies
-in the tests; float64 within 1e-12; see ``tests/test_ensemble.py``).
+one by default, because there the ensemble is slower (``benchmarks/README.md``: a grouped
+convolution costs what N convolutions cost, and ``vmap`` adds layout copies). An architecture
+that cannot be vmapped (:func:`ensemble_fallback_reason`) is always trained in the loop. The two
+paths agree up to float arithmetic (``tests/test_ensemble.py``).
 
 On CPU, results are bitwise reproducible; on CUDA, non-deterministic cuDNN kernels may make
 repeated runs differ slightly.
@@ -51,11 +50,12 @@ import torch
 from tqdm.auto import tqdm
 
 from .augment import eval_augmenter
+from .checks import check_eval_nets
 from .compiling import batch_sizes, compiled_for_training
 from .data import LoadedDataset
 from .ensemble import Ensemble, ensemble_support
 from .models import create_model, list_models
-from .protocol import AUGMENTS, METHOD_DEFAULTS, EvalProtocol, protocol_for
+from .protocol import AUGMENTS, EvalProtocol
 from .seeding import make_generator
 from .spread import mean_sd
 from .training import (
@@ -67,8 +67,8 @@ from .training import (
     with_precision,
 )
 
-__all__ = ["AUGMENTS", "METHOD_DEFAULTS", "EvalProtocol", "evaluate_images", "evaluation_seed_parts",
-           "protocol_for", "random_real_subset", "summarize", "train_and_test"]
+__all__ = ["AUGMENTS", "EvalProtocol", "evaluate_images", "evaluation_seed_parts",
+           "random_real_subset", "summarize", "train_and_test"]
 
 LOG_EVERY_EPOCHS = 10  # the ensemble's progress bar reads its training accuracy this often
 
@@ -108,6 +108,12 @@ def _check_training_set(
         raise ValueError(
             f"labels must lie in [0, {info.num_classes}) for {info.name}; got [{low}, {high}]"
         )
+    if images.is_floating_point() and not bool(torch.isfinite(images).all()):
+        raise ValueError(
+            f"the training images hold NaN or infinite values ({int((~torch.isfinite(images)).sum())} "
+            f"of {images.numel()} pixels): networks trained on them learn nothing (chance accuracy)."
+            f" Fix: evaluate finite images, e.g. a distillation that did not diverge (a lower "
+            f"--lr-img), or replace the bad pixels")
 
 
 def _check_archs(archs: Sequence[str]) -> None:
@@ -328,12 +334,18 @@ def _ensemble_rows(
     device: torch.device,
     group: int,
     progress: bool,
-) -> list[dict]:
-    """Rows of ``n_nets`` networks trained as ensembles of ``group``, halved on CUDA out-of-memory."""
-    rows: list[dict] = []
+    done: dict,
+    keep: Callable[[list[dict], bool], None],
+) -> None:
+    """``keep(rows, trained)`` the rows of ``n_nets`` networks trained as ensembles of ``group``
+    (halved on CUDA out-of-memory); a group whose rows are all in ``done`` is kept untrained."""
     first = 0
     while first < n_nets:
         nets = range(first, min(first + group, n_nets))
+        if all((arch, net) in done for net in nets):  # finished before an interruption
+            keep([done[(arch, net)] for net in nets], False)
+            first = nets.stop
+            continue
         out_of_memory = False
         try:
             results = _train_and_test_ensemble(
@@ -352,12 +364,9 @@ def _ensemble_rows(
                 f"{group} at a time (set ensemble_size to choose)", RuntimeWarning, stacklevel=3,
             )
             continue
-        rows += [
-            {"arch": arch, "net": net, **{k: v for k, v in row.items() if k != "arch"}}
-            for net, row in zip(nets, results, strict=True)
-        ]
+        keep([{"arch": arch, "net": net, **{k: v for k, v in row.items() if k != "arch"}}
+              for net, row in zip(nets, results, strict=True)], True)
         first = nets.stop
-    return rows
 
 
 def evaluate_images(
@@ -373,6 +382,8 @@ def evaluate_images(
     ensemble: bool | None = None,
     ensemble_size: int | None = None,
     compile: bool | None = None,  # noqa: A002
+    finished: Sequence[dict] = (),
+    on_rows: Callable[[list[dict]], None] | None = None,
 ) -> list[dict]:
     """Train and test ``n_nets`` fresh networks per architecture; one row per network.
 
@@ -392,10 +403,17 @@ def evaluate_images(
     (:func:`ensemble_fallback_reason`) is trained in the loop, with a ``RuntimeWarning``. The
     choice does not change the rows' format or any run id; an ensemble row's ``seconds`` is its
     group's time divided by the group's size.
+
+    Resuming: the networks of ``finished`` rows (of an interrupted call with the same arguments)
+    are not trained again, their rows kept; ``on_rows(rows)`` gets the rows so far after each
+    network (or ensemble group) trained, e.g. to checkpoint them (``evaluation_run`` does).
     """
     _check_archs(archs)
-    if isinstance(n_nets, bool) or not isinstance(n_nets, int) or n_nets < 1:
-        raise ValueError(f"the number of evaluation networks must be an int >= 1, got {n_nets!r}")
+    check_eval_nets(n_nets, "evaluate_images n_nets (evaluation networks per architecture)")
+    if not isinstance(seed_parts, (tuple, list)) or not seed_parts:
+        raise ValueError(f"evaluate_images seed_parts must be a non-empty tuple that keys the "
+                         f"networks' random streams, e.g. evaluation_seed_parts(dataset, seed); "
+                         f"got {seed_parts!r}")
     if ensemble_size is not None and (
         isinstance(ensemble_size, bool) or not isinstance(ensemble_size, int) or ensemble_size < 1
     ):
@@ -407,14 +425,22 @@ def evaluate_images(
     train = images.detach().to(device), labels.long().to(device)
     test = data.test_images.to(device), data.test_labels.to(device)
     seed_parts = tuple(seed_parts)
-    rows = []
+    done = {(row.get("arch"), row.get("net")): dict(row) for row in finished or ()
+            if isinstance(row, dict)}
+    rows: list[dict] = []
+
+    def keep(new: list[dict], trained: bool) -> None:
+        rows.extend(new)
+        if trained and on_rows is not None:
+            on_rows(list(rows))
+
     for arch in archs:
         if _wants_ensemble(ensemble, device):
             reason = ensemble_fallback_reason(arch, data)
             if reason is None:
                 group = n_nets if ensemble_size is None else ensemble_size
-                rows += _ensemble_rows(train, test, data, arch, n_nets, protocol, seed_parts,
-                                       device, group, progress)
+                _ensemble_rows(train, test, data, arch, n_nets, protocol, seed_parts, device, group,
+                               progress, done, keep)
                 continue
             warnings.warn(
                 f"{arch} cannot be trained as a vmap ensemble ({reason}); its {n_nets} "
@@ -423,11 +449,14 @@ def evaluate_images(
         bar = tqdm(range(n_nets), disable=not progress, unit="net",
                    desc=f"evaluate {data.info.name} {arch}")
         for net in bar:
+            if (arch, net) in done:  # finished before an interruption
+                keep([done[(arch, net)]], False)
+                continue
             row = _train_and_test(
                 *train, *test, data, arch, protocol, network_seed_parts(seed_parts, net), device,
                 compile,
             )
-            rows.append({"arch": arch, "net": net, **{k: v for k, v in row.items() if k != "arch"}})
+            keep([{"arch": arch, "net": net, **{k: v for k, v in row.items() if k != "arch"}}], True)
             bar.set_postfix(acc=f"{100 * row['accuracy']:.1f}%")
         bar.close()
     return rows

@@ -68,6 +68,15 @@ class Experts:
                     f"seed{member.seed} {have}; create them with: {command}"
                 )
             found = recipe_identity(log.recipe["recipe"])
+            missing = [e for e in range(1, last_epoch + 1)
+                       if not (member.directory(base) / f"epoch_{e}.pt").is_file()]
+            if missing:
+                raise MissingPoolError(
+                    f"MTT reads every expert epoch up to {last_epoch}, but "
+                    f"{member.directory(base)} lacks the checkpoints of epoch(s) "
+                    f"{', '.join(map(str, missing[:5]))}{' …' if len(missing) > 5 else ''} "
+                    f"(trained with --keep-epochs?); delete that folder and retrain every epoch "
+                    f"(no --keep-epochs) with: {command}")
             if found != identity:
                 raise PoolError(
                     f"expert {member.directory(base)} was trained with recipe {found}, but this "
@@ -115,3 +124,11 @@ def count_experts(source: str, arch: str, recipe_name: str = "mtt",
     while read_member_log(MemberSpec(source, arch, count, recipe_name=recipe_name), root) is not None:
         count += 1
     return count
+
+
+def stored_expert_identity(source: str, arch: str, n_experts: int, recipe_name: str = "mtt",
+                           root: str | Path | None = None) -> str | None:
+    """The recipe identity of expert 0 of (source, arch) as trained on disk (``None``: none yet),
+    so a distillation names the experts it will read; :class:`Experts` refuses a mix."""
+    log = read_member_log(MemberSpec(source, arch, 0, recipe_name=recipe_name), root)
+    return None if log is None or n_experts < 1 else recipe_identity(log.recipe["recipe"])

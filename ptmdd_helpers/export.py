@@ -15,6 +15,7 @@ and, for an MTT run, ``"learned_lr"``: the learning rate MTT learned, which its 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -76,15 +77,46 @@ def export_run(run: Run, out_dir: str | Path, formats: str | Iterable[str] = FOR
     """Write ``<out_dir>/<run_id>.pt`` and/or ``.png`` of a distillation run; return the paths."""
     chosen = export_formats(formats)
     exported = exported_set(run)
-    out_dir = Path(out_dir)
+    out_dir = usable_out_dir(out_dir)
     written = []
-    if "pt" in chosen:
-        atomic_torch_save(exported, out_dir / f"{run.id}.pt")
-        written.append(out_dir / f"{run.id}.pt")
-    if "png" in chosen:
-        save_grid(exported, out_dir / f"{run.id}.png")
-        written.append(out_dir / f"{run.id}.png")
+    try:
+        if "pt" in chosen:
+            atomic_torch_save(exported, out_dir / f"{run.id}.pt")
+            written.append(out_dir / f"{run.id}.pt")
+        if "png" in chosen:
+            save_grid(exported, out_dir / f"{run.id}.png")
+            written.append(out_dir / f"{run.id}.png")
+    except OSError as error:
+        raise _out_error(out_dir, error) from None
     return written
 
 
-__all__ = ["FORMATS", "export_formats", "export_run", "exported_set", "save_grid"]
+def _out_error(out_dir: Path, error: OSError) -> ValueError:
+    """The one-paragraph error of an export folder that cannot be created or written."""
+    reason = error.strerror or type(error).__name__
+    return ValueError(f"cannot write the export to --out {out_dir}: {reason} ({error.filename or out_dir})."
+                      f" Fix: give --out a folder you can write to (it is created when missing; "
+                      f"its parent must be a folder)")
+
+
+def usable_out_dir(out_dir: str | Path) -> Path:
+    """``out_dir`` as a folder, created when missing; ``ValueError`` naming --out if it is a file
+    or cannot be created or written (checked before anything is exported)."""
+    if not isinstance(out_dir, (str, Path)) or str(out_dir) == "":
+        raise ValueError(f"--out (export_run out_dir) must name a folder, got {out_dir!r}")
+    out_dir = Path(out_dir).expanduser()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {out_dir} is a file, not a folder: the export writes "
+                         f"<run id>.pt and <run id>.png into a folder. Fix: give --out a folder "
+                         f"(it is created when missing)")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise _out_error(out_dir, error) from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise _out_error(out_dir, PermissionError(13, "permission denied", str(out_dir)))
+    return out_dir
+
+
+__all__ = ["FORMATS", "export_formats", "export_run", "exported_set", "save_grid",
+           "usable_out_dir"]

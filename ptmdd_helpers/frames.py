@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .store import Run
+    from .runfiles import Run
 
 
 def same(a: object, b: object) -> bool:

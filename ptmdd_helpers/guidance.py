@@ -82,6 +82,28 @@ def check_guidance_values(spec: GuidanceSpec) -> None:
                          f"(pools.recipe_identity), got {spec.pool_recipe!r}")
 
 
+def check_real_batch(kind: str, real_batch: int | None) -> None:
+    """Only CCLoM draws real images: a real batch given for another kind is an error."""
+    if kind != "cclom" and real_batch is not None:
+        raise ValueError(f"a CCLoM real batch ({real_batch}; --cclom-real-batch) was given for "
+                         f"{kind}, which uses none; drop it, or use --cclom")
+
+
+def make_guidance(
+    kind: str, source: str, archs: Sequence[str], n_models: int, epoch: int,
+    alphas: Sequence[float], *, real_batch: int | None = None, ptm_only: bool = False,
+    pool_recipe: str = PAPER_POOL_IDENTITY,
+) -> GuidanceSpec:
+    """The one builder of a :class:`GuidanceSpec` (the CLI and the study): CCLoM's real batch
+    defaults to :data:`DEFAULT_CCLOM_REAL_BATCH`; CLoM uses no real batch, so giving one with it
+    is an error (it would otherwise give one experiment two run ids)."""
+    check_real_batch(kind, real_batch)
+    return GuidanceSpec(kind, source, tuple(archs), n_models, epoch,
+                        tuple(float(a) for a in alphas),
+                        DEFAULT_CCLOM_REAL_BATCH if real_batch is None else real_batch, ptm_only,
+                        pool_recipe)
+
+
 def validate_guidance(spec: GuidanceSpec, target: str) -> None:
     """Raise ``ValueError`` for an unusable guidance spec (kind, α count, label spaces, sizes)."""
     check_guidance_values(spec)

@@ -2,10 +2,9 @@
 
 glibc serves every allocation above a threshold (at most 32 MiB by default) with its own ``mmap``
 and unmaps it on free. A training step on CPU allocates and frees activations of tens of MiB, so
-each step maps fresh pages and the kernel zero-fills them on first touch: measured here, a
-ConvNetW32 step on 640 FashionMNIST-sized images spent as much time in the kernel (page faults) as
-in computation (user 3.6 s, system 3.1 s for 10 steps; 1.7 million minor faults). Raising the mmap
-and trim thresholds makes freed blocks reusable (system 0.06 s, 41 thousand faults).
+each step maps fresh pages and the kernel zero-fills them on first touch, which can cost as much
+time in page faults as the computation itself (``benchmarks/README.md``). Raising the mmap and
+trim thresholds makes freed blocks reusable.
 
 The cost: a process keeps its peak heap instead of shrinking after a large step. The ``ptmdd``
 command and the study's worker processes apply the tuning once (importing ``ptmdd_helpers`` does

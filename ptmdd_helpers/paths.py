@@ -79,9 +79,16 @@ def resolve(
     """The folder of root ``name`` (data, store, pools, figures, batch) by the module's rule."""
     root = ROOTS[name]
     profile = profile or {}
-    if argument not in (None, ""):
+    for given, how in ((argument, f"{root.option} (the {name} root argument)"),
+                       (profile.get(root.profile_key), f"the profile key {root.profile_key!r}")):
+        if isinstance(given, (str, Path)) and not str(given).strip():  # "" would mean the default
+            raise PathError(
+                f"{how} is empty: it must name the {name} folder. Fix: give a folder, or leave it "
+                f"out (null in a profile) for ${root.environment}, else the default "
+                f"{root.default.format(profile='<profile>')}/")
+    if argument is not None:
         path = Path(argument).expanduser()
-    elif profile.get(root.profile_key) not in (None, ""):
+    elif profile.get(root.profile_key) is not None:
         path = Path(str(profile[root.profile_key])).expanduser()
         path = path if path.is_absolute() else project_root() / path
     elif os.environ.get(root.environment):

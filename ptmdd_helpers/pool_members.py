@@ -75,6 +75,17 @@ class MemberSpec:
         its name: ``<source>/<arch>/mtt/seed<k>``)."""
         return member_directory(root, self.source, self.arch, self.seed, self.recipe_name)
 
+    @property
+    def identity(self) -> tuple[str, str, int, str]:
+        """What names the member on disk, in logs, task keys and dependencies: (source, arch,
+        seed, named recipe); its epoch count and kept epochs do not."""
+        return (self.source, self.arch, int(self.seed), self.recipe_name)
+
+    @property
+    def key(self) -> str:
+        """The member's folder relative to the pool root: ``Digits/ConvNet/seed0``, ``…/mtt/seed0``."""
+        return member_directory(Path(), self.source, self.arch, self.seed, self.recipe_name).as_posix()
+
     def keeps(self, epoch: int) -> bool:
         """Whether the checkpoint after ``epoch`` is kept."""
         return (
@@ -158,13 +169,16 @@ def pool_recipe(
 
 def check_pool_args(archs: Sequence[str], n_models: int, flag: str = "n_models") -> None:
     """Raise ``ValueError`` unless ``archs`` is a non-empty list of names and ``n_models >= 1``."""
-    if isinstance(archs, str) or not isinstance(archs, Sequence) or not archs or \
+    if isinstance(archs, Sequence) and not isinstance(archs, str) and not archs:
+        raise ValueError("archs is empty: give at least one architecture, e.g. ['ConvNet'] (on "
+                         "the command line: --arch ConvNet,AlexNet)")
+    if isinstance(archs, str) or not isinstance(archs, Sequence) or \
             not all(isinstance(a, str) for a in archs):
-        raise ValueError(
-            f"archs must be a non-empty list or tuple of architecture names, e.g. "
-            f"[{archs!r}] rather than {archs!r} (a string would be read as one architecture "
-            f"per character); on the command line: --arch ConvNet,AlexNet"
-        )
+        example = (f"[{archs!r}] rather than {archs!r} (a string would be read as one "
+                   f"architecture per character)" if isinstance(archs, str)
+                   else f"['ConvNet'], got {archs!r}")
+        raise ValueError(f"archs must be a non-empty list or tuple of architecture names, e.g. "
+                         f"{example}; on the command line: --arch ConvNet,AlexNet")
     if not is_int(n_models) or n_models < 1:
         raise ValueError(
             f"{flag} must be a whole number >= 1 (members per architecture; --num on the command "
@@ -195,6 +209,9 @@ def recipe_identity(recipe: TrainRecipe | dict) -> str:
     """The identity of a pool: a 16-hex hash of its training recipe's values (all but the epoch
     count, which only says how far a member got), from a recipe or from ``recipe.json``'s
     ``"recipe"`` entry. Guidance specs carry it, so a pool trained otherwise gets other run ids."""
+    if not isinstance(recipe, (TrainRecipe, dict)):
+        raise ValueError(f"recipe_identity recipe must be a TrainRecipe (pools.pool_recipe(...)) or "
+                         f"the 'recipe' dict of a member's recipe.json, got {recipe!r}")
     values = recipe_values(recipe) if isinstance(recipe, TrainRecipe) else dict(recipe)
     text = json.dumps(values, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -9,9 +9,10 @@ On-disk layout (the pool root is an argument, else ``$PTMDD_POOLS``, else ``runs
         epoch_0.pt           the untrained initialization, written only when asked for
                              (:func:`write_initial_checkpoint`; the "untrained PTM" of the study)
         resume.pt            model, optimizer and scheduler state after the last complete epoch,
-                             its number and (since the write-order fix) its log entry and recipe
+                             its number, its log entry and recipe
 
-A pool member is identified by (source, arch, seed); its checkpoints by epoch. The learning-rate
+A pool member is identified by (source, arch, seed, named recipe) (``MemberSpec.identity``; its
+folder, ``MemberSpec.key``, names it in task keys and logs); its checkpoints by epoch. The learning-rate
 milestones are absolute epochs, so a member trained for 3 epochs is the first 3 epochs of a
 150-epoch member with the same recipe, and asking for more epochs continues it. Every file is
 written atomically; checkpoints are loaded with ``weights_only=True``, so a pool from elsewhere can
@@ -38,6 +39,7 @@ from filelock import FileLock
 from torch import nn
 from tqdm.auto import tqdm
 
+from .atomic import atomic_torch_save, atomic_write_text
 from .data import get_info, load_dataset
 from .models import create_model
 from .pool_members import (
@@ -65,7 +67,6 @@ from .pool_members import (
     validate_recipe,
 )
 from .seeding import make_generator
-from .store import atomic_torch_save, atomic_write_text
 from .training import (
     TrainRecipe,
     accuracy,
@@ -411,6 +412,13 @@ def load_pool(
     :func:`recipe_identity`), when given, must be that of every member's recipe (:func:`check_identity`).
     """
     check_pool_args(archs, n_models)
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+        try:
+            hint = f"epoch={final_epoch(source, archs, n_models, root)} (the pool's final epoch)"
+        except (PoolError, ValueError):
+            hint = "the epoch the pool was trained to"
+        raise ValueError(f"load_pool epoch must be a whole number ≥ 0, got {epoch!r}: give 0 for the "
+                         f"untrained initializations or an epoch the pool has trained to, e.g. {hint}")
     base = resolve_pool_root(root)
     missing = [(arch, seed) for arch in archs for seed in range(n_models)
                if epoch != 0 and not _has_epoch(MemberSpec(source, arch, seed).directory(base), epoch)]
@@ -431,14 +439,15 @@ def load_pool(
     }
 
 
-def member_log(source: str, arch: str, seed: int, root: str | Path | None = None) -> MemberLog:
-    """Return the training log of a member (its per-epoch test accuracy, times)."""
-    directory = MemberSpec(source, arch, seed).directory(resolve_pool_root(root))
+def member_log(member: MemberSpec, root: str | Path | None = None) -> MemberLog:
+    """Return the training log of ``member`` (its per-epoch test accuracy, times)."""
+    source, arch, seed = member.source, member.arch, member.seed
+    directory = member.directory(resolve_pool_root(root))
     log = read_log(directory)
     if log is None:
         raise MissingPoolError(
             f"no log under {directory}; create it with: "
-            f"{pretrain_command(source, [arch], seed + 1, PAPER_POOL_RECIPE.epochs, root)}"
+            f"{pretrain_command(source, [arch], seed + 1, member.recipe.epochs, root, member.recipe_name)}"
         )
     return log
 
@@ -466,7 +475,7 @@ def final_epoch(
     completed. They must agree: members trained to different lengths raise :class:`PoolError`."""
     check_pool_args(archs, n_models)
     try:
-        logs = {f"{arch}/seed{seed}": member_log(source, arch, seed, root)
+        logs = {f"{arch}/seed{seed}": member_log(MemberSpec(source, arch, seed), root)
                 for arch in archs for seed in range(n_models)}
     except MissingPoolError:
         raise MissingPoolError(

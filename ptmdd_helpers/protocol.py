@@ -1,29 +1,21 @@
 """The evaluation protocol: how each evaluation network is trained, part of every evaluation's run id.
 
-Defaults by method (:func:`protocol_for`) follow the reference code of each method: DC 300 epochs
-(with the reference's augmentation on MNIST and for ConvNetBN), DSA and DM 1000 epochs with DSA,
-MTT 1000 epochs with DSA at the learning rate the distillation learned (``learned_lr``, as MTT's
-own evaluation does). :mod:`.evaluate` trains and tests the networks.
+Each method's defaults are declared with the method (``distill.protocol_for``: DC 300 epochs, with
+the reference's augmentation on MNIST and for ConvNetBN; DSA and DM 1000 epochs with DSA; MTT 1000
+epochs with DSA at the learning rate the distillation learned, ``learned_lr``, as MTT's own
+evaluation does). :mod:`.evaluate` trains and tests the networks.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 
-from .augment import EVAL_AUGMENTS, dc_reference_augment
+from .augment import EVAL_AUGMENTS
 from .checks import check_bool, check_int, check_number
 from .specs import added_field
 from .training import TrainRecipe, check_precision
 
 AUGMENTS = EVAL_AUGMENTS  # none, dsa, crop_scale_rotate, crop_noise
-
-# method -> (epochs, augment) of the reference evaluation
-METHOD_DEFAULTS: dict[str, tuple[int, str]] = {
-    "DC": (300, "none"),
-    "DSA": (1000, "dsa"),
-    "DM": (1000, "dsa"),
-    "MTT": (1000, "dsa"),  # and the learned lr (learned_lr=True)
-}
 
 
 @dataclass(frozen=True)
@@ -60,29 +52,3 @@ class EvalProtocol:
             weight_decay=self.weight_decay, batch_size=self.batch_size,
             milestones=milestones, gamma=0.1,
         )
-
-
-def protocol_for(
-    method: str, *, dataset: str | None = None, arch: str | None = None, **overrides: object
-) -> EvalProtocol:
-    """DC: 300 epochs, no augmentation; DSA and DM: 1000 epochs with DSA; MTT: as DSA at the
-    learned lr (``learned_lr=True``); overrides replace fields.
-
-    ``dataset`` and ``arch`` (the evaluation network) only pick DC's reference augmentation
-    (``crop_scale_rotate`` on MNIST, ``crop_noise`` for ConvNetBN) unless ``augment`` is given.
-    ``method`` is case-insensitive; unknown methods or field names raise ``ValueError``.
-    """
-    key = str(method).upper()
-    if key not in METHOD_DEFAULTS:
-        raise ValueError(f"unknown method {method!r}; valid: {', '.join(METHOD_DEFAULTS)}")
-    names = {f.name for f in fields(EvalProtocol)}
-    unknown = sorted(set(overrides) - names)
-    if unknown:
-        raise ValueError(f"unknown protocol field(s) {unknown}; valid: {sorted(names)}")
-    epochs, augment = METHOD_DEFAULTS[key]
-    if key == "DC":  # the reference's get_daparam
-        augment = dc_reference_augment(dataset, arch) or augment
-    protocol = EvalProtocol(epochs=epochs, augment=augment, learned_lr=key == "MTT")
-    return replace(protocol, **overrides)
-
-

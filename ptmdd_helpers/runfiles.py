@@ -11,22 +11,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 import socket
 import subprocess
-import tempfile
 import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import torch
 
+from .atomic import atomic_target, atomic_torch_save, atomic_write_text  # noqa: F401
 from .specs import KIND_KEY, spec_fields, spec_id, spec_kind
 
 SPEC_FILE = "spec.json"
@@ -39,50 +37,11 @@ FILES_KEY = "__files__"  # metrics.json: {relative file name: {"bytes": n, "sha2
 QUARANTINE_DIR = ".quarantine"
 UNCHECKED_FILES = frozenset({LOG_FILE, CHECKPOINT_FILE, METRICS_FILE})
 STATUSES = ("verified", "legacy", "incomplete", "failed")
-_TMP_SUFFIX = ".tmp"
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 _CHUNK = 1 << 20
 
 
 class RunError(Exception):
     """A run directory is missing, incomplete, unreadable or not a run of this store."""
-
-
-# --------------------------------------------------------------------------- atomic writes
-
-@contextmanager
-def _atomic_target(path: Path, mode: str) -> Iterator[IO[Any]]:
-    """Yield a temporary file beside ``path``; on success fsync it and ``os.replace`` it there."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(
-        mode, dir=path.parent, prefix=f".{path.name}.", suffix=_TMP_SUFFIX, delete=False,
-        **({"encoding": "utf-8"} if "b" not in mode else {}),
-    )
-    try:
-        with handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(handle.name, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual mode
-        os.replace(handle.name, path)
-    except BaseException:
-        with suppress(OSError):
-            os.unlink(handle.name)
-        raise
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` atomically: temporary file, fsync, ``os.replace``."""
-    with _atomic_target(Path(path), "w") as handle:
-        handle.write(text)
-
-
-def atomic_torch_save(obj: object, path: str | Path) -> None:
-    """``torch.save`` ``obj`` to ``path`` atomically: temporary file, fsync, ``os.replace``."""
-    with _atomic_target(Path(path), "wb") as handle:
-        torch.save(obj, handle)
 
 
 def _json_default(value: object) -> object:
@@ -337,7 +296,7 @@ def write_image_grid(images: torch.Tensor, mean: Sequence[float], std: Sequence[
         )
     shape = (1, len(mean), 1, 1)
     pixels = images * torch.tensor(list(std)).view(shape) + torch.tensor(list(mean)).view(shape)
-    with _atomic_target(Path(path), "wb") as handle:
+    with atomic_target(Path(path), "wb") as handle:
         save_image(pixels.clamp(0, 1), handle, nrow=max(1, int(nrow)), format="png")
 
 

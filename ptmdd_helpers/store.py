@@ -49,11 +49,11 @@ from typing import TYPE_CHECKING
 
 from filelock import FileLock, Timeout
 
+from .atomic import TMP_SUFFIX
 from .frames import run_records, same
 from .paths import resolve
-from .runfiles import (  # the private names too, so that they import from here as before
-    _TMP_SUFFIX,
-    _UMASK,  # noqa: F401
+from .run_repair import lacking_reason, recompute_fix, unserved_note
+from .runfiles import (
     CHECKPOINT_FILE,
     FILES_KEY,
     LOG_FILE,
@@ -68,9 +68,7 @@ from .runfiles import (  # the private names too, so that they import from here 
     RunCheck,
     RunContext,
     RunError,
-    _atomic_target,  # noqa: F401
     _dump_json,
-    _json_default,  # noqa: F401
     _load_tensors,
     _read_json,
     _recompute_fix,
@@ -84,13 +82,8 @@ from .runfiles import (  # the private names too, so that they import from here 
     provenance,
 )
 from .specs import (
-    _FLOAT_ANNOTATIONS,  # noqa: F401
-    _FLOAT_TUPLE_ANNOTATIONS,  # noqa: F401
     KIND_KEY,
     OMIT_AT_DEFAULT,
-    _annotation_name,  # noqa: F401
-    _encode,  # noqa: F401
-    _flatten,  # noqa: F401
     added_field,
     canonical_json,
     kind_slug,
@@ -217,7 +210,7 @@ class RunStore:
         except RunError as error:
             check, run = RunCheck(path.name, path, "failed", [str(error)], _recompute_fix(path)), None
         if run is None and check is not None:
-            warnings.warn(f"not serving {check.id}: {check.message()}", RuntimeWarning, stacklevel=2)
+            warnings.warn(f"not serving {check.id}: {unserved_note(check)}", RuntimeWarning, stacklevel=2)
         return run
 
     def load(self, id_or_path: str | Path) -> Run:
@@ -317,7 +310,7 @@ class RunStore:
         """Prepare ``spec``'s folder for computing (the caller holds the lock)."""
         path = self.root / run_id
         path.mkdir(parents=True, exist_ok=True)
-        for stale in path.glob(f".*{_TMP_SUFFIX}"):  # left by a killed writer; we hold the lock
+        for stale in path.glob(f".*{TMP_SUFFIX}"):  # left by a killed writer; we hold the lock
             with suppress(OSError):
                 stale.unlink()
         if not (path / SPEC_FILE).exists():  # present: _served checked it hashes to run_id
@@ -390,7 +383,7 @@ class RunStore:
         parse first; a run that is not legacy is left as it is (a failing one raises ``RunError``).
         """
         path = self._resolve(id_or_path)
-        check = examine(path, checksums=True)[0]
+        check, spec = examine(path, checksums=True)[:2]
         if check.status == "verified":
             return check
         if check.status != "legacy":
@@ -401,11 +394,15 @@ class RunStore:
         try:
             for name in _run_files(path):
                 if name.endswith(".pt"):
-                    _load_tensors(path / name)
+                    lacking = lacking_reason(spec, _load_tensors(path / name)) if name == "tensors.pt" \
+                        else None
+                    if lacking:  # e.g. a legacy MTT set without its learned lr: not servable
+                        raise RunError(f"{lacking}. Fix: {recompute_fix(path.name, path.parent)}")
                 elif name.endswith(".json"):
                     _read_json(path / name)
         except RunError as error:
-            raise RunError(f"cannot seal {path.name}: {error}. Fix: {_recompute_fix(path)}") from None
+            fix = "" if ". Fix: " in str(error) else f". Fix: {_recompute_fix(path)}"
+            raise RunError(f"cannot seal {path.name}: {error}{fix}") from None
         lock = FileLock(str(path.parent / f"{path.name}.lock"))
         try:
             lock.acquire(timeout=0)

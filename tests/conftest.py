@@ -3,6 +3,7 @@ Digits dataset, and a counter of the host's reads of tensor values."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 import weakref
@@ -13,6 +14,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from ptmdd_helpers.data import LoadedDataset, load_dataset
+from ptmdd_helpers.distill import get_method
 
 REPO = Path(__file__).resolve().parents[1]
 # Evaluation trains eagerly in the suite (compiling costs 8-20 s per process and shape, here and in
@@ -85,15 +87,21 @@ class HostReads(TorchFunctionMode):
         return result
 
 
+def replace_iteration(monkeypatch, method: str, iteration) -> None:
+    """Register ``method`` with another iteration function for one test (the registry's entry)."""
+    from ptmdd_helpers.distill.methods import REGISTRY
+
+    monkeypatch.setitem(REGISTRY, method, dataclasses.replace(get_method(method),
+                                                              iteration=iteration))
+
+
 @pytest.fixture
 def interrupt_once(monkeypatch):
     """``interrupt_once(method)`` makes that method's iteration 5 raise KeyboardInterrupt once;
     returns the list of iterations run (an interrupted run then resumed from its checkpoint after
     iteration 4 reads ``[0, 1, 2, 3, 4, 5, 4, 5]``)."""
-    import ptmdd_helpers.distill as distill_package
-
     def install(method: str) -> list[int]:
-        real_iteration, seen = distill_package.ITERATIONS[method], []
+        real_iteration, seen = get_method(method).iteration, []
 
         def killed_at_five(state):
             seen.append(state.iteration)
@@ -101,7 +109,7 @@ def interrupt_once(monkeypatch):
                 raise KeyboardInterrupt
             return real_iteration(state)
 
-        monkeypatch.setitem(distill_package.ITERATIONS, method, killed_at_five)
+        replace_iteration(monkeypatch, method, killed_at_five)
         return seen
 
     return install

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from ptmdd_helpers.cli import main
-from ptmdd_helpers.distill import DistillSpec, make_spec
-from ptmdd_helpers.evaluate import EvalProtocol, protocol_for
+from ptmdd_helpers.distill import DistillSpec, make_spec, protocol_for
+from ptmdd_helpers.evaluate import EvalProtocol
 from ptmdd_helpers.guidance import GuidanceSpec, parse_alphas
 from ptmdd_helpers.runs import (
     EvaluationSpec,

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from ptmdd_helpers import compiling
-from ptmdd_helpers.evaluate import evaluate_images, protocol_for, random_real_subset
+from ptmdd_helpers.distill import protocol_for
+from ptmdd_helpers.evaluate import evaluate_images, random_real_subset
 from ptmdd_helpers.models import create_model
 from ptmdd_helpers.runs import Workspace
 from ptmdd_helpers.seeding import make_generator

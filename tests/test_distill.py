@@ -120,12 +120,12 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, interrupt
 
 
 def test_stored_run_is_returned_without_work(tmp_path, monkeypatch):
-    import ptmdd_helpers.distill as distill_package
+    from conftest import replace_iteration
 
     spec = make_spec("Digits", "DM", 1, iterations=2, **FAST)
     workspace = Workspace(RunStore(tmp_path), progress=False, device="cpu")
     first = distill_run(spec, workspace)
-    monkeypatch.setitem(distill_package.ITERATIONS, "DM", lambda state: 1 / 0)
+    replace_iteration(monkeypatch, "DM", lambda state: 1 / 0)
     again = distill_run(spec, workspace)
     assert again.id == first.id
     assert (again.path / "grid.png").is_file()

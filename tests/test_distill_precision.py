@@ -56,17 +56,19 @@ def spec_of(method: str, precision: str = "bf16", **changes):
 @pytest.mark.parametrize("method", ["DC", "DSA", "DM", "MTT"])
 def test_bf16_runs_convolutions_in_bf16_and_keeps_norms_losses_images_and_gradients_in_fp32(
         method, digits, monkeypatch):
-    real_iteration, grads = distill_package.ITERATIONS[method], []
+    from conftest import replace_iteration
+
+    real_iteration, grads = distill_package.get_method(method).iteration, []
 
     def watched(state):
         loss = real_iteration(state)
         grads.append(state.images.grad)
         return loss
 
-    monkeypatch.setitem(distill_package.ITERATIONS, method, watched)
+    replace_iteration(monkeypatch, method, watched)
     experts = StraightExperts() if method == "MTT" else None
     with OutputDtypes() as log:
-        out = distill(spec_of(method), digits, progress=False, experts=experts)
+        out = distill(spec_of(method), digits, progress=False, resources=experts)
     assert log.seen["convolution"] == {"bfloat16"}
     assert log.seen["native_group_norm"] == {"float32"}  # ConvNet's instance norm
     assert out["images"].dtype == torch.float32

@@ -23,6 +23,7 @@ from torch import nn
 
 import ptmdd_helpers.evaluate as ev
 from ptmdd_helpers import models
+from ptmdd_helpers.distill import protocol_for
 from ptmdd_helpers.ensemble import Ensemble, ensemble_support
 from ptmdd_helpers.evaluate import (
     _augmenter,
@@ -30,7 +31,6 @@ from ptmdd_helpers.evaluate import (
     ensemble_fallback_reason,
     evaluate_images,
     network_seed_parts,
-    protocol_for,
     random_real_subset,
     train_and_test,
     uses_ensemble,
@@ -40,7 +40,11 @@ from ptmdd_helpers.training import accuracy, make_optimizer, train_epoch
 
 N_NETS = 3
 ATOL_FLOAT64 = 1e-12
-ATOL_FLOAT32 = 1e-5
+# Float32 agreement after 4 epochs depends on the CPU's kernels: <= 6e-8 measured on an AVX-512
+# machine, 3.6e-5 (ConvNetW32, DSA) on an AVX2-only EPYC (2026-12-04). A defect in the streams
+# (every network drawing from one generator, below) moves parameters by >= 3e-3.
+ATOL_FLOAT32 = 1e-4
+DEFECT_FLOAT32 = 1e-3
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +131,7 @@ def test_ensemble_is_the_loop_in_float64(digits, subset10, arch, augment, epochs
 @pytest.mark.parametrize("augment", ["none", "dsa"])
 @pytest.mark.parametrize("arch", ["ConvNetW32", "LeNet"])
 def test_ensemble_matches_the_loop_in_float32(digits, subset10, arch, augment):
-    """Float32 (the study's dtype): parameters within 1e-5 (measured <= 6e-8), same accuracies."""
+    """Float32 (the study's dtype): parameters within ATOL_FLOAT32, same accuracies."""
     loop, loop_train, loop_test, ens, ens_train, ens_test = _train_both(
         digits, *subset10, arch, augment, torch.float32, epochs=4)
     differences = _max_difference(loop, ens)
@@ -146,7 +150,7 @@ def test_shared_augmentation_draws_would_be_caught(digits, subset10):
 
     loop, _, _, ens, _, _ = _train_both(digits, *subset10, "ConvNetW32", "dsa", torch.float64,
                                         ensemble_augment=shared_draws)
-    assert min(_max_difference(loop, ens)) > 100 * ATOL_FLOAT32  # measured: >= 3e-3
+    assert min(_max_difference(loop, ens)) > DEFECT_FLOAT32  # measured: >= 3e-3
 
 
 # --------------------------------------------------------------------------- evaluate_images

@@ -15,11 +15,11 @@ from ptmdd_helpers.augment import (
     eval_augmenter,
     sample_dc_params,
 )
+from ptmdd_helpers.distill import protocol_for
 from ptmdd_helpers.evaluate import (
     AUGMENTS,
     EvalProtocol,
     evaluate_images,
-    protocol_for,
     random_real_subset,
     train_and_test,
 )

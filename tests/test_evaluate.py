@@ -11,11 +11,11 @@ import torch
 import ptmdd_helpers.augment as aug
 import ptmdd_helpers.evaluate as ev
 from ptmdd_helpers.data import LoadedDataset
+from ptmdd_helpers.distill import protocol_for
 from ptmdd_helpers.evaluate import (
     EvalProtocol,
     evaluate_images,
     network_seed_parts,
-    protocol_for,
     random_real_subset,
     summarize,
     train_and_test,
@@ -326,9 +326,9 @@ def test_training_reads_nothing_from_the_device_per_epoch(digits, subset10, host
         host_reads.reads.clear()
     extra = ["__float__"] if ensemble else []  # the progress bar's one read at epoch 10
     assert sorted(reads[1]) == sorted(reads[0] + extra)
-    # the check of the labels (min, max), then the test and training accuracies: per network
-    # in the loop, one read of all networks' values in the ensemble
-    assert len(reads[0]) == 2 + (2 if ensemble else 2 * 2)
+    # the check of the labels (min, max) and that the images are finite, then the test and
+    # training accuracies: per network in the loop, one read of all networks' values in the ensemble
+    assert len(reads[0]) == 3 + (2 if ensemble else 2 * 2)
 
 
 def test_a_default_precision_keeps_the_run_ids_stored_before_the_field_existed():

@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from ptmdd_helpers.distill import distill, experts_for, make_spec
+from ptmdd_helpers.distill import distill, load_resources, make_spec, protocol_for
 from ptmdd_helpers.distill.engine import DistillState
 from ptmdd_helpers.distill.mtt import (
     mtt_iteration,
@@ -18,7 +18,6 @@ from ptmdd_helpers.distill.mtt import (
     student_trajectory,
     trajectory_loss,
 )
-from ptmdd_helpers.evaluate import protocol_for
 from ptmdd_helpers.experts import flat_parameters
 from ptmdd_helpers.guidance import GuidanceSpec
 from ptmdd_helpers.models import create_model
@@ -92,18 +91,18 @@ def _state(s, data, experts, images=None):
     lr = torch.tensor(s.trajectory.lr_init, requires_grad=True)
     optimizer = torch.optim.SGD([images, lr], lr=0.0)  # lr 0: gradients only, nothing moves
     return DistillState(s, data, images, labels, optimizer, None, torch.device("cpu"),
-                        DSAConfig().without_flip(), learned_lr=lr, experts=experts)
+                        DSAConfig().without_flip(), learned={"learned_lr": lr}, resources=experts)
 
 
 def test_one_iteration_matches_its_definition_and_its_gradients_reach_images_and_lr(
         digits, pool_root):
     s = spec()
-    experts = experts_for(s, pool_root)
+    experts = load_resources(s, pool_root)
     state = _state(s, digits, experts)
     before = {k: v.clone() for k, v in experts.state(0, 2).items()}
     loss = mtt_iteration(state)
     assert state.images.grad is not None and bool(state.images.grad.abs().sum() > 0)
-    assert state.learned_lr.grad is not None and float(state.learned_lr.grad) != 0.0
+    assert state.learned["learned_lr"].grad is not None and float(state.learned["learned_lr"].grad) != 0.0
     # the experts' tensors are untouched (nothing in place) and carry no gradient
     for name, tensor in experts.state(0, 2).items():
         assert torch.equal(tensor, before[name]) and tensor.grad is None
@@ -111,14 +110,14 @@ def test_one_iteration_matches_its_definition_and_its_gradients_reach_images_and
     draw = state.generator("expert")
     expert = int(torch.randint(2, (), generator=draw))
     t = int(torch.randint(4, (), generator=draw))
-    names, _ = parameter_layout(state.student)
+    names, _ = parameter_layout(state.cache["student"])
     start, target = experts.flat(expert, t, names), experts.flat(expert, t + 2, names)
     from ptmdd_helpers.augment import augment_per_sample
 
     augment_generator = state.generator("augment")
     final = student_trajectory(
-        state.student, start.clone().requires_grad_(True), state.images, state.labels,
-        state.learned_lr, 10, 0, state.generator("inner order"),
+        state.cache["student"], start.clone().requires_grad_(True), state.images, state.labels,
+        state.learned["learned_lr"], 10, 0, state.generator("inner order"),
         lambda x: augment_per_sample(x, state.dsa, augment_generator))
     assert float(loss) == pytest.approx(float(trajectory_loss(final, start, target)), rel=1e-6)
 
@@ -140,7 +139,7 @@ def test_the_same_spec_gives_identical_tensors_and_another_seed_does_not(digits,
     a = distill(spec(), digits, progress=False, pool_root=pool_root)
     b = distill(spec(), digits, progress=False, pool_root=pool_root)
     assert torch.equal(a["images"], b["images"]) and a["history"] == b["history"]
-    assert a["learned_lr"] == b["learned_lr"] != spec().trajectory.lr_init
+    assert a["learned"]["learned_lr"] == b["learned"]["learned_lr"] != spec().trajectory.lr_init
     c = distill(spec(seed=1), digits, progress=False, pool_root=pool_root)
     assert not torch.equal(a["images"], c["images"])
 
@@ -157,7 +156,8 @@ def test_clom_with_alpha_zero_equals_mtt(digits, pool_root):
     guided = distill(guided_spec, digits, progress=False, pool_root=pool_root,
                      guidance=Guidance(guidance, digits, pool_root=pool_root))
     assert torch.equal(plain["images"], guided["images"])
-    assert plain["history"] == guided["history"] and plain["learned_lr"] == guided["learned_lr"]
+    assert plain["history"] == guided["history"] and torch.equal(plain["learned"]["learned_lr"],
+                                                           guided["learned"]["learned_lr"])
 
 
 def test_an_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, pool_root, interrupt_once):
@@ -198,7 +198,7 @@ def test_a_short_run_beats_its_own_initialization_paired_by_seed(tmp_path, pool_
 
 def test_the_learned_lr_protocol_refuses_a_set_that_learned_none(tmp_path):
     evaluation = EvaluationSpec(RealSubsetSpec("Digits", 1), "ConvNetW32", 1, protocol_for("MTT"))
-    with pytest.raises(ValueError, match="learned none: only MTT distillations do"):
+    with pytest.raises(ValueError, match=r"learned none: only methods that learn a learning rate"):
         evaluation_run(evaluation, Workspace(tmp_path, progress=False, device="cpu"))
     assert not any((tmp_path).glob("evaluation-*"))
 
@@ -206,7 +206,7 @@ def test_the_learned_lr_protocol_refuses_a_set_that_learned_none(tmp_path):
 def test_experts_of_another_recipe_are_refused(pool_root):
     other = dataclasses.replace(spec().trajectory, pool_recipe="0123456789abcdef")
     with pytest.raises(PoolError, match="refusing to mix them"):
-        experts_for(dataclasses.replace(spec(), trajectory=other), pool_root)
+        load_resources(dataclasses.replace(spec(), trajectory=other), pool_root)
 
 
 def test_the_command_line_distills_mtt_and_names_the_pretrain_command_for_missing_experts(
@@ -235,7 +235,7 @@ def test_the_command_line_distills_mtt_and_names_the_pretrain_command_for_missin
     assert main([*base[3:], "--pool-root", str(pool_root), "--pool", "ConvNet", "--no-eval"]) == 2
     stray = subprocess.run([*base[:-4], "--method", "DM", "--syn-steps", "3"],
                            capture_output=True, text=True)
-    assert stray.returncode == 2 and "configure MTT's trajectory matching" in stray.stderr
+    assert stray.returncode == 2 and "configure MTT's own settings" in stray.stderr
 
 
 def test_mtt_is_a_method_of_the_study_and_the_dry_run_counts_its_experts(tmp_path):

@@ -6,8 +6,7 @@ import statistics
 
 import pytest
 
-from ptmdd_helpers.distill import make_spec
-from ptmdd_helpers.evaluate import protocol_for
+from ptmdd_helpers.distill import make_spec, protocol_for
 from ptmdd_helpers.guidance import GuidanceSpec
 from ptmdd_helpers.pools import TrainRecipe, recipe_identity, train_pool
 from ptmdd_helpers.runs import (

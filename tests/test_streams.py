@@ -13,9 +13,9 @@ import torch
 from ptmdd_helpers import runs as runs_module
 from ptmdd_helpers.cli import main
 from ptmdd_helpers.data import load_dataset
-from ptmdd_helpers.distill import distill, initial_synthetic_set, make_spec
+from ptmdd_helpers.distill import distill, initial_synthetic_set, make_spec, protocol_for
 from ptmdd_helpers.distill.engine import DistillState
-from ptmdd_helpers.evaluate import _network, evaluation_seed_parts, network_seed_parts, protocol_for
+from ptmdd_helpers.evaluate import _network, evaluation_seed_parts, network_seed_parts
 from ptmdd_helpers.guidance import Guidance, GuidanceSpec
 from ptmdd_helpers.pools import PoolError, TrainRecipe, recipe_identity, train_pool
 from ptmdd_helpers.runs import (

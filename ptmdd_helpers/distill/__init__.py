@@ -1,17 +1,18 @@
-"""Distillation methods: DC, DSA, DM and MTT, optionally guided by a pool of pre-trained models."""
+"""Distillation: the engine, the method registry and its methods (DC, DSA, DM, MTT), optionally
+guided by a pool of pre-trained models. A method is one module that registers itself
+(:mod:`.methods`); importing this package registers the built-in ones."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from ..data import LoadedDataset
 from ..guidance import Guidance
-from .dc import dc_iteration
-from .dm import dm_iteration
+from . import dc, dm, mtt  # noqa: F401  (register DC, DSA, DM, MTT)
 from .engine import (
+    CHECKPOINT_EVERY,
     DistillationDiverged,
     DistillState,
     LoadCheckpoint,
@@ -22,13 +23,20 @@ from .engine import (
     validate_spec,
 )
 from .matching import match_loss
-from .mtt import mtt_iteration
+from .methods import (
+    REGISTRY,
+    Method,
+    get_method,
+    list_methods,
+    method_options,
+    protocol_for,
+    register_method,
+    unregister_method,
+)
+from .mtt import MTT_BY_IPC, TrajectorySpec
 from .spec import (
     LOOPS_BY_IPC,
-    METHODS,
-    MTT_BY_IPC,
     DistillSpec,
-    TrajectorySpec,
     check_spec,
     initial_set_key,
     loops_for_ipc,
@@ -36,23 +44,11 @@ from .spec import (
     with_seed,
 )
 
-ITERATIONS: dict[str, Callable[[DistillState], torch.Tensor]] = {
-    "DC": dc_iteration,
-    "DSA": dc_iteration,
-    "DM": dm_iteration,
-    "MTT": mtt_iteration,
-}
 
-
-def experts_for(spec: DistillSpec, pool_root: str | Path | None = None):
-    """The expert trajectories an MTT ``spec`` matches (checked now), else ``None``."""
-    from ..experts import Experts
-
-    trajectory = spec.trajectory
-    if trajectory is None:
-        return None
-    return Experts(spec.dataset, spec.model, trajectory.n_experts, trajectory.needed_epochs,
-                   trajectory.pool_recipe, trajectory.recipe, root=pool_root)
+def load_resources(spec: DistillSpec, pool_root: str | Path | None = None):
+    """What ``spec``'s method reads before it starts (MTT: its experts, checked now), else ``None``."""
+    method = get_method(spec.method)
+    return method.resources(spec, pool_root) if method.resources is not None else None
 
 
 def distill(
@@ -63,34 +59,35 @@ def distill(
     device: torch.device | str = "cpu",
     save_checkpoint: SaveCheckpoint | None = None,
     load_checkpoint: LoadCheckpoint | None = None,
-    checkpoint_every: int = 50,
+    checkpoint_every: int = CHECKPOINT_EVERY,
     progress: bool = True,
     batched: bool = True,
-    experts=None,
+    resources=None,
     pool_root: str | Path | None = None,
 ) -> dict:
-    """Distill ``data`` by ``spec``; return {"images", "labels", "history", "seconds",
-    "learned_lr"} (MTT's learned lr, else ``None``).
+    """Distill ``data`` by ``spec`` in memory (no store); return {"images", "labels", "history",
+    "seconds", "learned"} (the method's learned tensors, e.g. MTT's ``learned_lr``).
 
     ``batched=False`` runs the per-class reference path (same draws, same results up to rounding).
-    MTT reads its ``experts`` (default: :func:`experts_for` under ``pool_root``).
+    The method's ``resources`` default to :func:`load_resources` under ``pool_root``.
     """
     validate_spec(spec, data)
     if (spec.guidance is None) != (guidance is None):
         raise ValueError("pass a Guidance exactly when the spec has a guidance section")
-    if experts is None:
-        experts = experts_for(spec, pool_root)
+    if resources is None:
+        resources = load_resources(spec, pool_root)
     return run_distillation(
-        spec, data, ITERATIONS[spec.method], guidance=guidance, device=device,
+        spec, data, guidance=guidance, device=device,
         save_checkpoint=save_checkpoint, load_checkpoint=load_checkpoint,
-        checkpoint_every=checkpoint_every, progress=progress, batched=batched, experts=experts,
+        checkpoint_every=checkpoint_every, progress=progress, batched=batched, resources=resources,
     )
 
 
 __all__ = [
-    "ITERATIONS", "LOOPS_BY_IPC", "METHODS", "MTT_BY_IPC", "DistillSpec", "DistillState",
-    "TrajectorySpec", "check_spec", "DistillationDiverged", "distill", "experts_for",
-    "initial_set_key", "initial_synthetic_set",
-    "loops_for_ipc", "make_spec", "match_loss", "real_subset_generator", "validate_spec",
-    "with_seed",
+    "CHECKPOINT_EVERY",
+    "LOOPS_BY_IPC", "MTT_BY_IPC", "REGISTRY", "DistillSpec", "DistillState", "Method",
+    "TrajectorySpec", "check_spec", "DistillationDiverged", "distill", "get_method",
+    "initial_set_key", "initial_synthetic_set", "list_methods", "load_resources",
+    "loops_for_ipc", "make_spec", "match_loss", "method_options", "protocol_for", "real_subset_generator",
+    "register_method", "unregister_method", "validate_spec", "with_seed",
 ]

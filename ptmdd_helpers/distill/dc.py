@@ -19,12 +19,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..augment import augment_per_sample
+from ..augment import augment_per_sample, dc_reference_augment
 from ..models import is_batchnorm_model
 from ..training import train_epoch, with_precision
 from .engine import DistillState
 from .grouped import grouped_support, images_per_pass, per_group_gradients
 from .matching import match_loss, match_loss_per_class, matched_parameters
+from .methods import Method, register_method
 
 
 def freeze_batchnorm_statistics(net: nn.Module, state: DistillState, generator) -> None:
@@ -120,13 +121,13 @@ def matching_loss(
 def dc_iteration(state: DistillState) -> torch.Tensor:
     """One DC/DSA iteration: a fresh network, ``outer_loop`` image updates with inner training.
 
-    Real batches (and BatchNorm's statistics batches), augmentation (matching and inner loop),
-    the inner loop's batch order and guidance draw from their own streams. Returns the mean loss
-    of the outer steps, a tensor on the device (not read here).
+    Real batches (and BatchNorm's statistics batches), augmentation (matching and inner loop)
+    and the inner loop's batch order draw from their own streams. Returns the mean loss of the
+    outer steps, a tensor on the device (not read here).
     """
     spec = state.spec
     real_generator, augment_generator = state.generator("real"), state.generator("augment")
-    order_generator, guidance_generator = state.generator("inner order"), state.generator("guidance")
+    order_generator = state.generator("inner order")
     net = state.fresh_network()
     net.train()
     params = matched_parameters(list(net.parameters()), spec.metric)
@@ -139,13 +140,11 @@ def dc_iteration(state: DistillState) -> torch.Tensor:
             with state.autocast():
                 freeze_batchnorm_statistics(net, state, real_generator)
         loss = torch.zeros((), device=state.device)
-        if spec.guidance is None or not spec.guidance.ptm_only:
+        if state.matches:
             reals, syns = state.class_batches(real_generator, augment_generator)
             with state.autocast():
                 loss = loss + matching_loss(net, params, reals, syns, spec.metric, state.batched)
-        if state.guidance is not None:
-            loss = loss + state.guidance.loss(state.images, state.labels, guidance_generator)
-        total += state.step(loss)
+        total += state.step(loss)  # adds the PTM loss
         if outer == spec.outer_loop - 1:
             break
         synthetic = state.images.detach().clone()
@@ -154,3 +153,15 @@ def dc_iteration(state: DistillState) -> torch.Tensor:
             train_epoch(trained, net_optimizer, synthetic, state.labels, spec.batch_train,
                         order_generator, augment, augment_generator)
     return total / spec.outer_loop
+
+
+# DC's evaluation: 300 epochs, the reference's augmentation (crop_scale_rotate on MNIST, crop_noise
+# for ConvNetBN); DSA's: 1000 epochs with DSA (docs/method.md#evaluation-protocol).
+DC = register_method(Method(
+    "DC", dc_iteration, iterations=1000, lr_img=0.1, init="noise", siamese=False,
+    eval_epochs=300, eval_augment="none", eval_reference_augment=dc_reference_augment,
+    description="gradient matching (Zhao et al., ICLR 2021)"))
+DSA = register_method(Method(
+    "DSA", dc_iteration, iterations=1000, lr_img=0.1, init="noise", siamese=True,
+    eval_epochs=1000, eval_augment="dsa",
+    description="gradient matching with differentiable Siamese augmentation (Zhao & Bilen, 2021)"))

@@ -17,6 +17,7 @@ from torch import nn
 from ..training import full_precision
 from .engine import DistillState
 from .grouped import couples_samples, images_per_pass
+from .methods import Method, register_method
 
 
 def embed_in_passes(net: nn.Module, images: torch.Tensor, pass_images: int | None = None) -> torch.Tensor:
@@ -63,21 +64,24 @@ def dm_iteration(state: DistillState) -> torch.Tensor:
     """Match per-class mean embeddings of real and synthetic images under a fresh frozen network.
 
     Each class gets its own shared augmentation (real and synthetic alike), drawn class by class.
-    Real batches, augmentation and guidance draw from their own streams. Returns the loss, a
+    Real batches and augmentation draw from their own streams. Returns the loss, a
     tensor on the device (not read here).
     """
-    spec = state.spec
     net = state.fresh_network()
     net.train()
     net.requires_grad_(False)
     loss = torch.zeros((), device=state.device)
-    if spec.guidance is None or not spec.guidance.ptm_only:
+    if state.matches:
         reals, syns = state.class_batches(state.generator("real"), state.generator("augment"))
         with state.autocast():
             if state.batched or couples_samples(net):
                 loss = loss + mean_embedding_distance(net, reals, syns)
             else:
                 loss = loss + looped_mean_embedding_distance(net, reals, syns)
-    if state.guidance is not None:
-        loss = loss + state.guidance.loss(state.images, state.labels, state.generator("guidance"))
-    return state.step(loss)
+    return state.step(loss)  # adds the PTM loss
+
+
+DM = register_method(Method(
+    "DM", dm_iteration, iterations=20000, lr_img=1.0, init="real", siamese=True,
+    eval_epochs=1000, eval_augment="dsa",
+    description="distribution matching (Zhao & Bilen, WACV 2023)"))

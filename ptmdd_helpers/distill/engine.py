@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from tqdm.auto import tqdm
@@ -30,11 +30,14 @@ from ..models import create_model, list_models
 from ..seeding import make_generator
 from ..training import autocast, fp32_normalization, seeded_model
 from .matching import METRICS
+from .methods import get_method
 from .spec import INITS, DistillSpec, initial_set_key
 
 SaveCheckpoint = Callable[[dict, int], None]
 LoadCheckpoint = Callable[[], "tuple[dict, int] | None"]
 
+# Iterations between resumable checkpoints, unless the caller says otherwise (--checkpoint-every).
+CHECKPOINT_EVERY = 50
 # Iterations between the host's reads of the losses: the progress bar, the history and the
 # divergence check happen there, so the device runs ahead in between (also at each checkpoint).
 LOG_EVERY = 10
@@ -52,7 +55,9 @@ class DistillationDiverged(RuntimeError):
 
 @dataclass
 class DistillState:
-    """What a method's iteration needs: the spec, data, synthetic set, its optimizer, guidance."""
+    """What a method's iteration needs: the spec, data, synthetic set, its optimizer, guidance,
+    the tensors the method learns (``learned``), what it read before the run (``resources``) and
+    a place for what it keeps between iterations (``cache``)."""
 
     spec: DistillSpec
     data: LoadedDataset
@@ -64,9 +69,14 @@ class DistillState:
     dsa: DSAConfig
     iteration: int = 0
     batched: bool = True  # classes in one pass where exact; False: one pass per class (reference)
-    learned_lr: torch.Tensor | None = None  # MTT: the student's learning rate, optimized too
-    experts: object | None = None  # MTT: the expert trajectories (experts.Experts)
-    student: torch.nn.Module | None = None  # MTT: the network whose parameters are replaced
+    learned: dict[str, torch.Tensor] = field(default_factory=dict)  # e.g. MTT's "learned_lr"
+    resources: object | None = None  # e.g. MTT's expert trajectories (experts.Experts)
+    cache: dict = field(default_factory=dict)  # e.g. MTT's student network
+
+    @property
+    def matches(self) -> bool:
+        """Whether the method's own (DD) loss is computed: not when the PTM loss is used alone."""
+        return self.spec.guidance is None or not self.spec.guidance.ptm_only
 
     def generator(self, *purpose: object) -> torch.Generator:
         """The stream of ``purpose`` in this iteration, derived from the replicate key."""
@@ -109,11 +119,19 @@ class DistillState:
         return reals, syns
 
     def step(self, loss: torch.Tensor) -> torch.Tensor:
-        """Take one optimizer step on the synthetic images; return the loss, detached.
+        """Add the PTM loss α·L_PTM (with guidance) to the method's ``loss``, take one optimizer
+        step on the synthetic images (and the learned tensors); return the total, detached.
 
-        The loss stays on the device: reading it would make the host wait for the device every
-        step. :func:`run_distillation` reads the losses, and checks them, at its logging points.
+        Every step of an iteration draws the guidance from one stream (``"guidance"``). The loss
+        stays on the device: reading it would make the host wait for the device every step.
+        :func:`run_distillation` reads the losses, and checks them, at its logging points.
         """
+        if self.guidance is not None:
+            if self.cache.get("guidance iteration") != self.iteration:
+                self.cache["guidance iteration"] = self.iteration
+                self.cache["guidance generator"] = self.generator("guidance")
+            loss = loss + self.guidance.loss(self.images, self.labels,
+                                             self.cache["guidance generator"])
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -122,11 +140,9 @@ class DistillState:
 
 def validate_spec(spec: DistillSpec, data: LoadedDataset) -> None:
     """Raise ``ValueError`` with a clear message for settings that cannot run on ``data``."""
-    from .spec import METHODS, check_spec
+    from .spec import check_spec
 
-    check_spec(spec)
-    if spec.method not in METHODS:
-        raise ValueError(f"unknown method {spec.method!r}; valid: {', '.join(METHODS)}")
+    check_spec(spec)  # the method is a registered one (methods.get_method)
     if spec.model not in list_models():
         raise ValueError(f"unknown model {spec.model!r}; valid: {', '.join(list_models())}")
     smallest = data.min_class_count()
@@ -168,15 +184,15 @@ def real_subset_generator(dataset: str, ipc: int, seed: int) -> torch.Generator:
 
 def _checked_losses(
     pending: list[torch.Tensor], images: torch.Tensor, *, start: int, spec: DistillSpec,
-    verified: torch.Tensor, labels: torch.Tensor, learned_lr: torch.Tensor | None = None,
+    verified: torch.Tensor, labels: torch.Tensor, learned: dict[str, torch.Tensor],
 ) -> list[float]:
     """The pending losses as floats (one read from the device), after checking that they, the
-    synthetic images and MTT's learned lr are finite; else :class:`DistillationDiverged` with the
-    ``verified`` set."""
+    synthetic images and the learned tensors (MTT's lr) are finite; else
+    :class:`DistillationDiverged` with the ``verified`` set."""
     losses = torch.stack(pending).tolist()
     bad = next((i for i, value in enumerate(losses) if not math.isfinite(value)), None)
-    finite = bool(torch.isfinite(images.detach()).all()) and (
-        learned_lr is None or math.isfinite(float(learned_lr.detach())))
+    finite = bool(torch.isfinite(images.detach()).all()) and all(
+        bool(torch.isfinite(t.detach()).all()) for t in learned.values())
     if bad is None and finite:
         return losses
     what = (f"the {spec.method} loss became {losses[bad]} at iteration {start + bad}"
@@ -192,34 +208,34 @@ def _checked_losses(
 def run_distillation(
     spec: DistillSpec,
     data: LoadedDataset,
-    iteration_fn: Callable[[DistillState], torch.Tensor],
     *,
     guidance: Guidance | None = None,
     device: torch.device | str = "cpu",
     save_checkpoint: SaveCheckpoint | None = None,
     load_checkpoint: LoadCheckpoint | None = None,
-    checkpoint_every: int = 50,
+    checkpoint_every: int = CHECKPOINT_EVERY,
     progress: bool = True,
     batched: bool = True,
-    experts: object | None = None,
+    resources: object | None = None,
 ) -> dict:
-    """Run ``spec.iterations`` iterations of ``iteration_fn``; return images, labels and history
-    (and MTT's ``learned_lr``, else ``None``).
+    """Run ``spec.iterations`` iterations of the spec's method (:func:`~.methods.get_method`);
+    return images, labels, history, seconds and ``learned`` (the method's learned tensors, e.g.
+    MTT's ``{"learned_lr": tensor}``; ``{}`` for most methods).
 
     ``batched=False`` computes the class losses one class at a time (the reference path, for tests
-    and benchmarks); the default batches classes wherever that is exact. ``experts`` are MTT's
-    expert trajectories (:class:`~ptmdd_helpers.experts.Experts`).
+    and benchmarks); the default batches classes wherever that is exact. ``resources`` is what the
+    method reads (MTT: its expert trajectories, :class:`~ptmdd_helpers.experts.Experts`).
     """
+    method = get_method(spec.method)
     device = torch.device(device)
     images, labels = initial_synthetic_set(spec, data)
     images = images.to(device).requires_grad_(True)
     labels = labels.to(device)
     groups = [{"params": [images]}]
-    learned_lr = None
-    if spec.trajectory is not None:  # MTT: the student's lr is learned, by SGD at lr_lr
-        learned_lr = torch.tensor(float(spec.trajectory.lr_init), device=device,
-                                  requires_grad=True)
-        groups.append({"params": [learned_lr], "lr": spec.trajectory.lr_lr, "momentum": 0.5})
+    learned: dict[str, torch.Tensor] = {}
+    for name, (tensor, options) in (method.learned(spec, device) if method.learned else {}).items():
+        learned[name] = tensor.to(device).requires_grad_(True)
+        groups.append({"params": [learned[name]], **options})
     optimizer = torch.optim.SGD(groups, lr=spec.lr_img, momentum=spec.momentum_img)
     start, history, seconds = 0, [], 0.0
     restored = load_checkpoint() if load_checkpoint is not None else None
@@ -227,13 +243,13 @@ def run_distillation(
         state, start = restored
         with torch.no_grad():
             images.copy_(state["images"].to(device))
-            if learned_lr is not None:
-                learned_lr.copy_(state["learned_lr"].to(device))
+            for name, tensor in learned.items():
+                tensor.copy_(state[name].to(device))
         optimizer.load_state_dict(state["optimizer"])
         history, seconds = list(state["history"]), float(state["seconds"])
     dsa = DSAConfig() if spec.dsa_flip else DSAConfig().without_flip()
     state_obj = DistillState(spec, data, images, labels, optimizer, guidance, device, dsa,
-                             batched=batched, learned_lr=learned_lr, experts=experts)
+                             batched=batched, learned=learned, resources=resources)
     bar = tqdm(range(start, spec.iterations), disable=not progress, initial=start,
                total=spec.iterations, desc=f"{spec.method} {data.info.name} IPC{spec.ipc}",
                unit="it")
@@ -242,13 +258,13 @@ def run_distillation(
     for iteration in bar:
         state_obj.iteration = iteration
         tic = time.perf_counter()
-        pending.append(iteration_fn(state_obj))
+        pending.append(method.iteration(state_obj))
         done = iteration + 1
         checkpoint_due = (save_checkpoint is not None and done % checkpoint_every == 0
                           and done < spec.iterations)
         if checkpoint_due or done % LOG_EVERY == 0 or done == spec.iterations:
             losses = _checked_losses(pending, images, start=done - len(pending), spec=spec,
-                                     verified=verified, labels=labels, learned_lr=learned_lr)
+                                     verified=verified, labels=labels, learned=learned)
             history.extend(losses)
             pending.clear()
             verified = images.detach().clone()
@@ -257,9 +273,7 @@ def run_distillation(
         if checkpoint_due:
             checkpoint = {"images": images.detach().cpu(), "optimizer": optimizer.state_dict(),
                           "history": history, "seconds": seconds}
-            if learned_lr is not None:
-                checkpoint["learned_lr"] = learned_lr.detach().cpu()
+            checkpoint.update({name: t.detach().cpu() for name, t in learned.items()})
             save_checkpoint(checkpoint, done)
     return {"images": images.detach().cpu(), "labels": labels.cpu(), "history": history,
-            "seconds": seconds,
-            "learned_lr": float(learned_lr.detach()) if learned_lr is not None else None}
+            "seconds": seconds, "learned": {name: t.detach().cpu() for name, t in learned.items()}}

@@ -4,8 +4,8 @@ The pipeline of a notebook, one module each:
 
 - :mod:`.profiles` reads ``parameters/<profile>.yaml``, merges ``shared`` into each notebook,
   applies ``--set`` overrides and checks the result against :mod:`.schema`;
-- :mod:`.grids` turns a notebook's parameters into a :class:`~.grids.Grid`: labelled evaluations
-  and the pool checkpoints they need;
+- :mod:`.grids` turns a notebook's parameters (read through :mod:`.values`) into a
+  :class:`~.grid.Grid`: labelled evaluations and the pool checkpoints they need;
 - :mod:`.tasks` computes what the store lacks (pools, then distillations, then evaluations) with
   the ``local`` or ``slurm`` executor;
 - :mod:`.frames` reads a grid's results back as tidy frames;
@@ -41,7 +41,8 @@ from .frames import (
     result_frame,
     synthetic_sets,
 )
-from .grids import Grid, GridItem, PoolNeed, architecture_pools, build_grid, merge_members
+from .grid import Grid, GridItem, PoolNeed, merge_members
+from .grids import build_grid
 from .profiles import (
     NOTEBOOKS,
     StudyError,
@@ -53,6 +54,7 @@ from .profiles import (
     select_notebooks,
 )
 from .tasks import EXECUTORS, Task, compute, execute_task, pending_tasks
+from .values import architecture_pools
 
 __all__ = [
     "EXECUTORS", "NOTEBOOKS", "Grid", "GridItem", "GridSize", "PoolNeed", "StudyError", "Task",

@@ -20,7 +20,8 @@ from .. import paths
 from ..pools import initial_path, member_complete, read_member_log
 from ..runs import Workspace
 from .frames import result_frame
-from .grids import Grid, build_grid
+from .grid import Grid
+from .grids import build_grid
 from .profiles import NOTEBOOKS, Overrides, load_profile, override_pairs, profile_path, select_notebooks
 from .roots import batch_dir, figures_dir, notebook_path, workspace
 from .tasks import Results, compute, needs_of, tally
@@ -31,8 +32,8 @@ if TYPE_CHECKING:
 
 def _compute(grids: Sequence[Grid], ws: Workspace, params: Mapping[str, Any],
              verbose: bool) -> Results:
-    return compute(grids, ws, executor=params.get("executor", "local"),
-                   workers=int(params.get("workers", 1)), slurm=params.get("slurm"),
+    return compute(grids, ws, executor=params["executor"],
+                   workers=int(params["workers"]), slurm=params.get("slurm"),
                    folder=batch_dir(params) / "submitit", verbose=verbose)
 
 
@@ -153,12 +154,14 @@ def execute_notebook(source: Path, target: Path, parameters: Mapping[str, Any]) 
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
+    from ..notebook_kernel import papermill_kernel_options
     from .profiles import StudyError
 
     try:
         papermill.execute_notebook(
             str(source), str(target), parameters=dict(parameters), cwd=str(paths.project_root()),
             kernel_name="python3", progress_bar=False, log_output=False,
+            **papermill_kernel_options(),  # IPC: no "running over TCP without encryption" warning
         )
     except PapermillExecutionError as error:
         raise StudyError(
@@ -214,7 +217,7 @@ def run_study(
         out_dir.mkdir(parents=True, exist_ok=True)
         jobs = [(notebook_path(nb), out_dir / f"{nb}.ipynb",
                  {"profile": params[nb]["profile"], "params": params[nb]}) for nb in chosen]
-        parallel = max(1, min(int(first.get("workers", 1)), len(jobs)))
+        parallel = max(1, min(int(first["workers"]), len(jobs)))
         if verbose:
             print(f"papermill: {len(jobs)} notebooks, {parallel} at a time, into {out_dir} "
                   f"({time.perf_counter() - start:.0f} s)", flush=True)
@@ -227,8 +230,8 @@ def run_study(
         figures = figures_dir(first)
         figures.mkdir(parents=True, exist_ok=True)
         batch = {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "machine": machine_description(),
-                 "notebooks": ", ".join(chosen), "executor": first.get("executor", "local"),
-                 "workers": int(first.get("workers", 1)), "tasks computed": tally(results).get("computed", 0),
+                 "notebooks": ", ".join(chosen), "executor": first["executor"],
+                 "workers": int(first["workers"]), "tasks computed": tally(results).get("computed", 0),
                  "counts": counts, "wall seconds": round(seconds, 1)}
         history = report.record_batch(figures, batch)
         meta = {

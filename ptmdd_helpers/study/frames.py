@@ -12,7 +12,7 @@ from ..distill import DistillSpec
 from ..frames import run_records, tidy_frame
 from ..pools import member_log
 from ..runs import Workspace
-from .grids import Grid
+from .grid import Grid
 from .roots import workspace
 
 if TYPE_CHECKING:
@@ -66,8 +66,9 @@ def pool_frame(grid: Grid, ws: Workspace | None = None, per_epoch: bool = False)
     root = resolve_pool_root((ws or workspace(grid.params)).pool_root)
     records = []
     for member in grid.members:
-        log = member_log(member.source, member.arch, member.seed, root)
-        identity = {"source": member.source, "arch": member.arch, "seed": member.seed}
+        log = member_log(member, root)
+        identity = {"source": member.source, "arch": member.arch, "seed": member.seed,
+                    "recipe": member.recipe_name}
         if per_epoch:
             records += [{**identity, "epoch": e["epoch"], "test_acc": e["test_acc"]}
                         for e in log.epochs]

@@ -1,199 +1,38 @@
 """Grids: what each notebook needs, built from its merged parameters.
 
-A :class:`Grid` lists a notebook's labelled evaluations (:class:`~ptmdd_helpers.runs.EvaluationSpec`
-whose subjects are distillations, random real subsets or the whole training set) and the pool
-checkpoints its guided distillations read. :func:`build_grid` calls the notebook's builder; every
-builder pairs each condition with the baseline at the same seed, so conditions share their random
-streams (docs/method.md, "Random streams").
+:func:`build_grid` calls the notebook's builder, which fills a :class:`~.grid.Grid` with labelled
+evaluations and the pool checkpoints they read; every builder pairs each condition with the
+baseline at the same seed, so conditions share their random streams (docs/method.md, "Random
+streams"). The profile's values come from :mod:`.values`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from ..data import get_info
-from ..distill import METHODS, DistillSpec, make_spec
-from ..evaluate import EvalProtocol, protocol_for
-from ..guidance import DEFAULT_CCLOM_REAL_BATCH, GuidanceSpec
-from ..pools import MTT_EXPERT_RECIPE, MemberSpec, PoolError, TrainRecipe, recipe_identity
-from ..pools import ptm_epoch as resolve_ptm_epoch
-from ..runs import EvaluationSpec, RealSubsetSpec, WholeDatasetSpec
+from ..distill import DistillSpec, get_method, list_methods, make_spec
+from ..guidance import GuidanceSpec, make_guidance
+from ..pools import MemberSpec, recipe_identity
+from ..runs import EvaluationSpec, RealSubsetSpec, WholeDatasetSpec, subject_learns_lr
+from .grid import Grid, PoolNeed
 from .profiles import NOTEBOOKS, StudyError
+from .values import (
+    architecture_pools,
+    kept_epochs,
+    member_recipe,
+    method_alpha,
+    methods,
+    pool_alphas,
+    pool_recipe,
+    protocol,
+    ptm_epoch,
+)
 
 Params = Mapping[str, Any]
-
-
-@dataclass(frozen=True)
-class PoolNeed:
-    """A pool checkpoint a grid needs: member ``member`` at ``epoch`` (0: its initialization)."""
-
-    member: MemberSpec
-    epoch: int
-
-
-@dataclass(frozen=True)
-class GridItem:
-    """One evaluation of a grid with its labels (condition, pool size, ...)."""
-
-    spec: EvaluationSpec
-    labels: tuple[tuple[str, Any], ...]
-
-
-@dataclass
-class Grid:
-    """What one notebook needs: pool checkpoints and labelled evaluations."""
-
-    notebook: str
-    params: dict[str, Any]
-    items: list[GridItem] = field(default_factory=list)
-    needs: list[PoolNeed] = field(default_factory=list)
-
-    def add(self, spec: EvaluationSpec, **labels: Any) -> None:
-        """Add an evaluation with its labels."""
-        self.items.append(GridItem(spec, tuple(labels.items())))
-
-    @property
-    def members(self) -> list[MemberSpec]:
-        """Pool members to train (one per source, architecture and seed: the most epochs asked)."""
-        return merge_members(n.member for n in self.needs if n.epoch > 0)
-
-    @property
-    def initial(self) -> list[MemberSpec]:
-        """Members whose untrained initialization (epoch 0) is needed."""
-        return merge_members(n.member for n in self.needs if n.epoch == 0)
-
-    @property
-    def distillations(self) -> list[DistillSpec]:
-        """Distillations (unique, in order)."""
-        return unique(i.spec.subject for i in self.items if isinstance(i.spec.subject, DistillSpec))
-
-    @property
-    def evaluations(self) -> list[EvaluationSpec]:
-        """Evaluation runs (unique, in order)."""
-        return unique(i.spec for i in self.items)
-
-    @property
-    def networks(self) -> int:
-        """Evaluation networks to train in all."""
-        return sum(spec.n_nets for spec in self.evaluations)
-
-
-def member_identity(member: MemberSpec) -> tuple[str, str, int, str]:
-    """What names a member on disk: (source, arch, seed, named recipe); its epoch count does not."""
-    return (member.source, member.arch, member.seed, member.recipe_name)
-
-
-def merge_members(members: Iterable[MemberSpec]) -> list[MemberSpec]:
-    """One member per (source, arch, seed, named recipe), the one with the most epochs, in
-    first-seen order.
-
-    A member trained for 6 epochs holds the first 2 epochs that another notebook may ask for.
-    """
-    chosen: dict[tuple, MemberSpec] = {}
-    for member in members:
-        key = member_identity(member)
-        if key not in chosen or member.recipe.epochs > chosen[key].recipe.epochs:
-            chosen[key] = member
-    return list(chosen.values())
-
-
-def unique(items: Iterable[Any]) -> list[Any]:
-    """``items`` without repeats, in first-seen order."""
-    seen, out = set(), []
-    for item in items:
-        if item not in seen:
-            seen.add(item)
-            out.append(item)
-    return out
-
-
-# --------------------------------------------------------------------------- profile values
-
-
-def pool_recipe(params: Params) -> TrainRecipe:
-    """The recipe the profile's pool members are trained with."""
-    raw = dict(params["pool"]["recipe"])
-    raw["milestones"] = tuple(raw.get("milestones", ()))
-    return TrainRecipe(**raw)
-
-
-def expert_recipe(params: Params, needed: int) -> TrainRecipe:
-    """The recipe of MTT's experts: MTT's (pools.MTT_EXPERT_RECIPE) with the profile's
-    ``experts.recipe`` values; trained at least to the ``needed`` epoch."""
-    raw = dict(((params.get("experts") or {}).get("recipe")) or {})
-    if "milestones" in raw:
-        raw["milestones"] = tuple(raw["milestones"])
-    recipe = replace(MTT_EXPERT_RECIPE, **raw)
-    if recipe.epochs < needed:
-        raise StudyError(
-            f"MTT reads expert epochs up to {needed} (max_start_epoch − 1 + expert_epochs), but "
-            f"the profile's experts.recipe.epochs is {recipe.epochs}: raise it to at least "
-            f"{needed}, or lower max_start_epoch / expert_epochs in distill.MTT")
-    return recipe
-
-
-def kept_epochs(params: Params) -> tuple[int, ...] | None:
-    """The pool epochs whose checkpoints are kept (``None``: every epoch)."""
-    keep = params["pool"].get("keep_epochs")
-    return tuple(sorted(int(e) for e in keep)) if keep is not None else None
-
-
-def ptm_epoch(params: Params, requested: Any) -> int:
-    """The PTM epoch ``requested`` names, the end of training being the recipe's epochs
-    (:func:`ptmdd_helpers.pools.ptm_epoch`, the resolver the CLI uses too)."""
-    try:
-        return resolve_ptm_epoch(requested, pool_recipe(params).epochs, kept_epochs(params))
-    except PoolError as error:
-        raise StudyError(f"{error} (the profile's pool section)") from None
-
-
-def method_alpha(params: Params, method: str, ipc: int, value: Any = None) -> float:
-    """α for ``method`` at ``ipc``: a number, per method, or per method and IPC (nearest IPC)."""
-    alpha = params.get("alpha", 100.0) if value is None else value
-    if isinstance(alpha, Mapping):
-        alpha = alpha.get(method, alpha.get("default", 100.0))
-    if isinstance(alpha, Mapping):
-        if ipc in alpha or str(ipc) in alpha:
-            alpha = alpha.get(ipc, alpha.get(str(ipc)))
-        else:
-            nearest = min(alpha, key=lambda k: abs(int(k) - ipc))
-            alpha = alpha[nearest]
-    return float(alpha)
-
-
-def pool_alphas(params: Params, method: str, ipc: int, archs: Sequence[str]) -> list[float]:
-    """α per pool architecture from ``arch_alpha`` ({method: {arch: α}}) when given, else one α."""
-    table = (params.get("arch_alpha") or {}).get(method)
-    if table and len(archs) > 1:
-        return [float(table.get(a, method_alpha(params, method, ipc))) for a in archs]
-    return [method_alpha(params, method, ipc)]
-
-
-def architecture_pools(params: Params) -> list[list[str]]:
-    """The pools of 02: ``combinations``, else each architecture alone, then growing prefixes."""
-    if params.get("combinations"):
-        return [list(c) for c in params["combinations"]]
-    archs = list(params["archs"])
-    return [[a] for a in archs] + [archs[:k] for k in range(2, len(archs) + 1)]
-
-
-def methods(params: Params) -> list[str]:
-    """The distillation methods the notebook compares (upper case)."""
-    return [m.upper() for m in params.get("methods", ["DM"])]
-
-
-def protocol(params: Params, method: str, dataset: str | None = None, arch: str | None = None,
-             **extra: Any) -> EvalProtocol:
-    """The evaluation protocol of ``method`` with the profile's ``eval`` overrides; DC's default
-    augmentation follows the reference for ``dataset`` and ``arch`` (docs/method.md)."""
-    section = params.get("eval") or {}
-    settings = {k: v for k, v in section.items() if k not in (*METHODS, "archs", "n_nets")}
-    settings.update(section.get(method) or {})
-    settings.update(extra)
-    return protocol_for(method, dataset=dataset, arch=arch, **settings)
 
 
 # --------------------------------------------------------------------------- specs
@@ -210,11 +49,11 @@ def guidance_spec(
         get_info(source)
         for seed in range(int(n_models)):
             grid.needs.append(PoolNeed(MemberSpec(source, arch, seed, recipe, keep), epoch))
-    cclom_real_batch = int(params.get("cclom_real_batch") or DEFAULT_CCLOM_REAL_BATCH)
-    return GuidanceSpec(kind, source, tuple(archs), int(n_models), epoch,
-                        tuple(float(a) for a in alphas),
-                        cclom_real_batch if kind == "cclom" else DEFAULT_CCLOM_REAL_BATCH, ptm_only,
-                        recipe_identity(recipe))  # epoch 0: "untrained" (GuidanceSpec)
+    real_batch = params.get("cclom_real_batch") if kind == "cclom" else None
+    return make_guidance(kind, source, archs, int(n_models), epoch, alphas,
+                         real_batch=None if real_batch is None else int(real_batch),
+                         ptm_only=ptm_only,
+                         pool_recipe=recipe_identity(recipe))  # epoch 0: "untrained" (GuidanceSpec)
 
 
 def profile_guidance(
@@ -232,26 +71,26 @@ def distill_spec(
     params: Params, method: str, ipc: int, seed: int, guidance: GuidanceSpec | None = None,
     dataset: str | None = None,
 ) -> DistillSpec:
-    """The distillation of ``method`` at ``ipc`` and ``seed`` with the profile's settings."""
+    """The distillation of ``method`` at ``ipc`` and ``seed`` with the profile's settings; a
+    method that reads pool members (MTT's experts) names the recipe the profile trains them with."""
     settings = dict(params.get("distill") or {})
-    per_method = {m: settings.pop(m, None) or {} for m in METHODS}
+    per_method = {m: settings.pop(m, None) or {} for m in list_methods()}
     settings.update(per_method[method])
     spec = make_spec(dataset or params["target"], method, int(ipc), seed=int(seed),
                      guidance=guidance, **settings)
-    if spec.trajectory is None:
-        return spec
-    recipe = expert_recipe(params, spec.trajectory.needed_epochs)  # the run id names it
-    return replace(spec, trajectory=replace(spec.trajectory,
-                                            pool_recipe=recipe_identity(recipe)))
+    entry = get_method(method)
+    for member, epoch in (entry.members(spec) if entry.members else []):
+        identity = recipe_identity(member_recipe(params, member, epoch))  # the run id names it
+        spec = entry.bind_recipe(spec, member.recipe_name, identity)
+    return spec
 
 
-def expert_needs(params: Params, grid: Grid, spec: DistillSpec) -> None:
-    """Record the expert trajectories an MTT distillation reads in ``grid.needs``."""
-    trajectory = spec.trajectory
-    recipe = expert_recipe(params, trajectory.needed_epochs)
-    for seed in range(trajectory.n_experts):
-        member = MemberSpec(spec.dataset, spec.model, seed, recipe, None, trajectory.recipe)
-        grid.needs.append(PoolNeed(member, recipe.epochs))
+def method_needs(params: Params, grid: Grid, spec: DistillSpec) -> None:
+    """Record the pool members a distillation's method reads (MTT's experts) in ``grid.needs``."""
+    entry = get_method(spec.method)
+    for member, epoch in (entry.members(spec) if entry.members else []):
+        recipe = member_recipe(params, member, epoch)
+        grid.needs.append(PoolNeed(replace(member, recipe=recipe), recipe.epochs))
 
 
 def add_evaluations(
@@ -262,11 +101,11 @@ def add_evaluations(
     section = params.get("eval") or {}
     archs = archs or section.get("archs") or [getattr(subject, "model", None) or
                                              params["distill"].get("model", "ConvNet")]
-    if getattr(subject, "trajectory", None) is not None:
-        expert_needs(params, grid, subject)
+    if isinstance(subject, DistillSpec):
+        method_needs(params, grid, subject)
     for arch in archs:
         proto = protocol(params, method, subject.dataset, arch)
-        if proto.learned_lr and getattr(subject, "trajectory", None) is None:
+        if proto.learned_lr and not subject_learns_lr(subject):
             proto = replace(proto, learned_lr=False)  # a real reference learned no lr
         grid.add(EvaluationSpec(subject, arch, int(section.get("n_nets", 1)), proto),
                  method=method, ipc=getattr(subject, "ipc", None), **labels)
@@ -406,7 +245,7 @@ def alpha_grid(params: Params) -> Grid:
                                     method, condition="baseline" if g is None else "+CLoM",
                                     alpha=float(alpha), ptm_only=False,
                                     default_alpha=float(alpha) == method_alpha(params, method, ipc))
-                if params.get("ptm_only", True):
+                if params["ptm_only"]:
                     g = profile_guidance(params, grid, method, ipc, ptm_only=True)
                     add_evaluations(params, grid, distill_spec(params, method, ipc, seed, g),
                                     method, condition="PTM loss only", alpha=math.inf,
@@ -427,7 +266,7 @@ def cross_architecture_grid(params: Params) -> Grid:
             for seed in params["seeds"]:
                 add_evaluations(params, grid, distill_spec(params, method, ipc, seed), method,
                                 archs, condition="baseline")
-                g = guidance_spec(params, grid, kind=best.get("kind", "clom"),
+                g = guidance_spec(params, grid, kind=best["kind"],
                                   source=best.get("source") or target, archs=best["archs"],
                                   n_models=best["n_models"], epoch=best.get("epoch"),
                                   alphas=alphas)

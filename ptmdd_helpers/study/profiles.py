@@ -138,10 +138,9 @@ def load_profile(profile: str | Path, overrides: Overrides = None) -> dict[str, 
             for params in merged.values():
                 set_dotted(params, inner, copy.deepcopy(value))
     try:
-        schema.validate(merged, f"profile {profile_name(profile)} ({path})")
+        return schema.validate(merged, f"profile {profile_name(profile)} ({path})")
     except ValueError as error:
         raise StudyError(str(error)) from None
-    return merged
 
 
 def notebook_parameters(

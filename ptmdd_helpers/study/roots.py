@@ -8,16 +8,16 @@ from typing import Any
 
 from .. import paths
 from ..runs import Workspace
-from ..store import RunStore
 
 
 def workspace(params: Mapping[str, Any]) -> Workspace:
     """The :class:`Workspace` (store, data, pools, device) that ``params`` name (:mod:`..paths`)."""
-    return Workspace(RunStore(paths.resolve("store", profile=params)),
-                     data_root=paths.resolve("data", profile=params),
-                     pool_root=paths.resolve("pools", profile=params),
-                     device=str(params.get("device", "auto")), progress=False,
-                     compile=params.get("compile"))
+    return Workspace.from_settings({
+        "store": paths.resolve("store", profile=params),
+        "data_root": paths.resolve("data", profile=params),
+        "pool_root": paths.resolve("pools", profile=params),
+        "device": str(params["device"]), "progress": False,
+        "compile": params.get("compile")})
 
 
 def figures_dir(params: Mapping[str, Any]) -> Path:

@@ -3,16 +3,21 @@
 A profile is checked after ``shared`` is merged into each notebook's section and the ``--set``
 overrides are applied, so a key is valid in ``shared`` when any notebook reads it. Unknown keys and
 wrong types are reported by :func:`validate` as one paragraph that names the key, the profile and
-the expected type. The schema only checks: the grids read the parameters as the profile wrote them,
-so validation never changes a run id.
+the expected type. The grids read the validated values (:func:`validate`); the grid dump of every
+profile (``benchmarks/dump_grids.py``) is the same as from the values as written. Every vocabulary
+comes from where it is defined: the methods and their own settings from the method registry
+(:func:`parameters_model` builds the per-method sections from it), precisions, augmentations,
+initializations, metrics, guidance kinds and executors from their modules.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -21,18 +26,49 @@ from pydantic import (
     StrictInt,
     StrictStr,
     ValidationError,
+    create_model,
 )
+
+from ..augment import EVAL_AUGMENTS
+from ..distill import REGISTRY, list_methods
+from ..distill.matching import METRICS
+from ..distill.spec import INITS
+from ..guidance import KINDS
+from ..training import PRECISIONS
+
+EXECUTORS = ("local", "slurm")  # how the study runs its tasks (.tasks)
+PRECISION_NAMES = tuple(PRECISIONS)
 
 PositiveInt = Annotated[StrictInt, Field(ge=1)]
 Count = Annotated[StrictInt, Field(ge=0)]
 Number = Annotated[float, Field(allow_inf_nan=False)]
 NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
-Method = Annotated[Literal["DC", "DSA", "DM", "MTT"],
-                   BeforeValidator(lambda v: v.upper() if isinstance(v, str) else v)]
+
+
+def _registered(name: str) -> str:
+    """``name`` if it is a registered method (upper case), else a ``ValueError`` listing them."""
+    if name not in REGISTRY:
+        raise ValueError(f"a registered method ({', '.join(list_methods())}), got {name!r}")
+    return name
+
+
+def _method_keys(table: dict) -> dict:
+    """A per-method table's keys are registered methods, spelt as registered (or ``default``)."""
+    wrong = [key for key in table if key not in REGISTRY and key != "default"]
+    if wrong:
+        raise ValueError(f"keys that are registered methods as spelt there ({', '.join(REGISTRY)}) "
+                         f"or default; got {', '.join(map(repr, wrong))}")
+    return table
+
+
+# a method in a list (any case: methods: [dm] is DM)
+Method = Annotated[StrictStr, BeforeValidator(lambda v: v.upper() if isinstance(v, str) else v),
+                   AfterValidator(_registered)]
 PTMEpoch = Count | Literal["final"] | None
 # α: a number, or per method ({DM: 10}), or per method and IPC ({DM: {10: 2000, 50: 1000}})
-Alpha = Number | dict[StrictStr, Number | dict[StrictInt | StrictStr, Number]]
+Alpha = Number | Annotated[dict[StrictStr, Number | dict[StrictInt | StrictStr, Number]],
+                           AfterValidator(_method_keys)]
 
 
 class Section(BaseModel):
@@ -53,33 +89,12 @@ class DistillSettings(Section):
     batch_train: PositiveInt | None = None
     outer_loop: PositiveInt | None = None
     inner_loop: PositiveInt | None = None
-    init: Literal["real", "noise"] | None = None
-    metric: Literal["ours"] | None = None
+    init: Literal[INITS] | None = None
+    metric: Literal[METRICS] | None = None
     augment: StrictBool | None = None
     dsa_flip: StrictBool | None = None
     bn_batch_per_class: PositiveInt | None = None
-    precision: Literal["fp32", "bf16"] | None = None
-
-
-class MTTSettings(DistillSettings):
-    """MTT's settings: the spec's and its trajectory's (``distill.TrajectorySpec``)."""
-
-    n_experts: PositiveInt | None = None
-    syn_steps: PositiveInt | None = None
-    expert_epochs: PositiveInt | None = None
-    max_start_epoch: PositiveInt | None = None
-    lr_lr: Positive | None = None
-    lr_init: Positive | None = None
-    batch_syn: Count | None = None
-
-
-class DistillSection(DistillSettings):
-    """``distill:`` shared settings, and a section per method that wins over them."""
-
-    DC: DistillSettings | None = None
-    DSA: DistillSettings | None = None
-    DM: DistillSettings | None = None
-    MTT: MTTSettings | None = None
+    precision: Literal[PRECISION_NAMES] | None = None
 
 
 class SGDSettings(Section):
@@ -95,19 +110,15 @@ class SGDSettings(Section):
 class ProtocolSettings(SGDSettings):
     """Evaluation protocol overrides (``evaluate.protocol_for``)."""
 
-    augment: Literal["none", "dsa", "crop_scale_rotate", "crop_noise"] | None = None
-    precision: Literal["fp32", "bf16"] | None = None
+    augment: Literal[EVAL_AUGMENTS] | None = None
+    precision: Literal[PRECISION_NAMES] | None = None
 
 
-class EvalSection(ProtocolSettings):
+class EvalSettings(ProtocolSettings):
     """``eval:`` the protocol, the evaluation architectures and networks per set."""
 
     archs: list[StrictStr] | None = None
     n_nets: PositiveInt | None = None
-    DC: ProtocolSettings | None = None
-    DSA: ProtocolSettings | None = None
-    DM: ProtocolSettings | None = None
-    MTT: ProtocolSettings | None = None
 
 
 class RecipeSection(SGDSettings):
@@ -157,7 +168,7 @@ class DomainPair(Section):
 class BestOptions(Section):
     """``best:`` of 06, declared before any run."""
 
-    kind: Literal["clom", "cclom"] = "clom"
+    kind: Literal[KINDS] = "clom"
     archs: list[StrictStr] = Field(min_length=1)
     n_models: PositiveInt
     epoch: PTMEpoch = None
@@ -177,7 +188,7 @@ class NotebookParameters(Section):
     runs_dir: StrictStr | None = None
     device: StrictStr = "auto"
     compile: StrictBool | None = None  # evaluation's compiled training step; null: the default (on)
-    executor: Literal["local", "slurm"] = "local"
+    executor: Literal[EXECUTORS] = "local"
     workers: PositiveInt = 1
     slurm: dict[StrictStr, Any] | None = None
     # the study
@@ -186,14 +197,15 @@ class NotebookParameters(Section):
     seeds: list[Count] = Field(min_length=1)
     ipcs: list[PositiveInt] = Field(min_length=1)
     methods: list[Method] = Field(default_factory=lambda: ["DM"], min_length=1)
-    distill: DistillSection = Field(default_factory=DistillSection)
+    distill: DistillSettings = Field(default_factory=DistillSettings)  # + per method (below)
     alpha: Alpha = 100.0
-    arch_alpha: dict[Method, dict[StrictStr, Number]] | None = None
+    arch_alpha: Annotated[dict[StrictStr, dict[StrictStr, Number]],
+                          AfterValidator(_method_keys)] | None = None
     cclom_alpha: Alpha | None = None
     cclom_real_batch: PositiveInt | None = None
     pool: PoolSection
     experts: ExpertSection | None = None
-    eval: EvalSection = Field(default_factory=EvalSection)
+    eval: EvalSettings = Field(default_factory=EvalSettings)  # + per method (below)
     # one notebook each
     references: References | None = None                        # 00
     n_models: list[PositiveInt] | None = None                   # 01
@@ -209,6 +221,36 @@ class NotebookParameters(Section):
     eval_archs: list[StrictStr] | None = None                   # 06
 
 
+def _option_type(item: dataclasses.Field) -> Any:
+    """The profile type of a method's own setting, from its default's: int a whole number >= 0,
+    float a finite number (ranges are the method's check, run when the grid is built)."""
+    kind = {int: Count, float: Number, bool: StrictBool, str: StrictStr}.get(type(item.default), Any)
+    return kind | None
+
+
+def method_settings(method: Any) -> type[Section]:
+    """``distill.<METHOD>:`` the spec's settings and the method's own (those with a flag)."""
+    own = {item.name: (_option_type(item), None)
+           for item in (dataclasses.fields(method.options) if method.options else ())
+           if method.option_flag(item.name)}
+    if not own:
+        return DistillSettings
+    return create_model(f"{method.name}Settings", __base__=DistillSettings, **own)
+
+
+def parameters_model() -> type[Section]:
+    """The schema of a notebook's parameters with a ``distill`` and an ``eval`` section per
+    registered method (a method registered later is in the next model built)."""
+    methods = list(REGISTRY.values())
+    distill = create_model("DistillSection", __base__=DistillSettings,
+                           **{m.name: (method_settings(m) | None, None) for m in methods})
+    evaluation = create_model("EvalSection", __base__=EvalSettings,
+                              **{m.name: (ProtocolSettings | None, None) for m in methods})
+    return create_model("ProfileParameters", __base__=NotebookParameters,
+                        distill=(distill, Field(default_factory=distill)),
+                        eval=(evaluation, Field(default_factory=evaluation)))
+
+
 _TYPE_WORDS = {
     "int_type": "an integer", "int_parsing": "an integer", "int_from_float": "an integer",
     "float_type": "a number", "float_parsing": "a number", "finite_number": "a finite number",
@@ -219,9 +261,8 @@ _TYPE_WORDS = {
 }
 
 
-def _valid_keys(loc: tuple[Any, ...]) -> list[str]:
+def _valid_keys(model: Any, loc: tuple[Any, ...]) -> list[str]:
     """The keys the schema allows in the section at ``loc`` (empty when it is not a section)."""
-    model: Any = NotebookParameters
     for part in loc:
         field = getattr(model, "model_fields", {}).get(part)
         if field is None:
@@ -255,12 +296,12 @@ def _expected(error: Mapping[str, Any]) -> str:
     return text
 
 
-def _describe(loc: tuple[Any, ...], errors: list[Mapping[str, Any]]) -> str:
+def _describe(model: Any, loc: tuple[Any, ...], errors: list[Mapping[str, Any]]) -> str:
     """One clause for one key's schema errors: the dotted key, what is wrong, what is expected."""
     key = ".".join(str(part) for part in loc) or "(top level)"
     first = errors[0]
     if first["type"] == "extra_forbidden":
-        valid = _valid_keys(loc[:-1])
+        valid = _valid_keys(model, loc[:-1])
         hint = f"; valid keys there: {', '.join(valid)}" if valid else ""
         return f"unknown key `{key}` (misspelt?){hint}"
     if first["type"] == "missing":
@@ -269,21 +310,37 @@ def _describe(loc: tuple[Any, ...], errors: list[Mapping[str, Any]]) -> str:
     return f"`{key}`: expected {expected}, got {first.get('input')!r}"
 
 
-def validate(params: Mapping[str, Mapping[str, Any]], where: str) -> None:
-    """Check every notebook's merged parameters; ``ValueError`` naming each bad key if not."""
+def _without_nulls(value: Any) -> Any:
+    """``value`` with the null entries of its mappings removed, at every depth."""
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
+
+
+def validate(params: Mapping[str, Mapping[str, Any]], where: str) -> dict[str, dict[str, Any]]:
+    """Every notebook's merged parameters, validated: the schema's values (method names in upper
+    case, numbers as their types, defaults filled in; inside a section, keys that are null left
+    out, so a section's unset keys do not override ``shared``), which the grids read;
+    ``ValueError`` naming each bad key if not."""
     problems: dict[str, list[str]] = {}
+    model = parameters_model()
+    validated = {}
     for notebook, values in params.items():
         try:
-            NotebookParameters.model_validate(dict(values))
+            dumped = model.model_validate(dict(values)).model_dump()
+            validated[notebook] = {key: _without_nulls(value) for key, value in dumped.items()}
         except ValidationError as error:
             by_key: dict[tuple[Any, ...], list[Mapping[str, Any]]] = {}
             for item in error.errors():
                 by_key.setdefault(_key(item), []).append(item)
             for loc, errors in by_key.items():
-                problems.setdefault(_describe(loc, errors), []).append(notebook)
+                problems.setdefault(_describe(model, loc, errors), []).append(notebook)
     if problems:
         clauses = [f"{clause} (in {', '.join(nbs) if len(nbs) < len(params) else 'every notebook'})"
                    for clause, nbs in problems.items()]
         raise ValueError(
             f"{where}: {'; '.join(clauses)}. Fix the profile file, or the --set override that "
             "names the key (values are YAML: --set seeds=[0,1,2], --set eval.n_nets=4)")
+    return validated

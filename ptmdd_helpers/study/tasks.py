@@ -21,22 +21,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..distill import DistillSpec
+from ..distill import DistillSpec, get_method
 from ..pools import (
     MemberSpec,
     initial_path,
     member_complete,
-    resolve_pool_root,
     write_initial_checkpoint,
 )
 from ..runs import Workspace
-from ..store import RunStore, spec_id
+from ..store import spec_id
 from ..work import computed_count
-from .grids import Grid, merge_members, unique
+from .grid import Grid, merge_members, unique
 from .profiles import StudyError
 from .roots import batch_dir, workspace
+from .schema import EXECUTORS
 
-EXECUTORS = ("local", "slurm")
 KINDS = ("member", "init", "distill", "evaluation")
 FINISHED = ("computed", "found")  # statuses after which dependants may run
 
@@ -57,8 +56,9 @@ class Task:
 
 
 def member_key(kind: str, member: MemberSpec) -> str:
-    """The task key of a pool member: ``member:<source>/<arch>/seed<n>`` (or ``init:``)."""
-    return f"{kind}:{member.source}/{member.arch}/seed{member.seed}"
+    """The task key of a pool member: ``member:<its folder under the pool root>`` (``init:`` for
+    its untrained initialization), e.g. ``member:Digits/ConvNet/seed0``, ``member:…/mtt/seed0``."""
+    return f"{kind}:{member.key}"
 
 
 @dataclass(frozen=True)
@@ -90,23 +90,29 @@ def pending_tasks(grids: Sequence[Grid], ws: Workspace) -> list[Task]:
 
 
 def dependencies(task: Task) -> list[str]:
-    """Keys of the tasks that must finish before ``task``."""
+    """Keys of the tasks that must finish before ``task``: an evaluation's distillation; a
+    distillation's guiding pool members (or their initializations) and the members its method
+    reads (MTT's experts)."""
     spec = task.spec
     if task.kind == "evaluation":
         return [Task("distill", spec.subject).key] if isinstance(spec.subject, DistillSpec) else []
-    if task.kind == "distill" and spec.guidance is not None:
+    if task.kind != "distill":
+        return []
+    keys = []
+    if spec.guidance is not None:
         g = spec.guidance
         kind = "init" if g.epoch == 0 else "member"
-        return [f"{kind}:{g.source}/{arch}/seed{seed}" for arch in g.archs
-                for seed in range(g.n_models)]
-    return []
+        keys += [member_key(kind, MemberSpec(g.source, arch, seed)) for arch in g.archs
+                 for seed in range(g.n_models)]
+    method = get_method(spec.method)
+    keys += [member_key("member", member) for member, _ in
+             (method.members(spec) if method.members else [])]
+    return keys
 
 
 def workspace_config(ws: Workspace, threads: int | None = None) -> dict[str, Any]:
-    """What a worker process needs to rebuild ``ws`` (plain values, picklable)."""
-    return {"store": str(ws.store.root), "pool_root": str(resolve_pool_root(ws.pool_root)),
-            "data_root": None if ws.data_root is None else str(ws.data_root),
-            "device": str(ws.device), "threads": threads, "compile": ws.compile}
+    """What a worker process needs to rebuild ``ws`` (plain values, picklable), and its threads."""
+    return {**ws.settings(), "progress": False, "threads": threads}
 
 
 def execute_task(task: Task, config: Mapping[str, Any]) -> tuple[str, str, str]:
@@ -119,9 +125,7 @@ def execute_task(task: Task, config: Mapping[str, Any]) -> tuple[str, str, str]:
 
         if config.get("threads"):
             torch.set_num_threads(int(config["threads"]))
-        ws = Workspace(RunStore(config["store"]), data_root=config["data_root"],
-                       pool_root=config["pool_root"], device=config["device"], progress=False,
-                       compile=config.get("compile"))
+        ws = Workspace.from_settings(config)
         before = computed_count()
         if task.kind == "member":
             train_member(task.spec, root=ws.pool_root, data_root=ws.data_root, device=ws.device,
