@@ -52,7 +52,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -144,13 +144,19 @@ def convolution_seconds(log: ConvolutionLog, device: torch.device, dtype=None) -
     return total
 
 
-def counted(fn: Callable[[], object], device: torch.device) -> tuple[float, float, float]:
+# Whether the bf16 peak and each row's bf16 "conv alone" bound are measured (--no-bf16-bound: not,
+# for an fp32 run on a CPU without native bfloat16, where they take minutes).
+MEASURE_BF16 = True
+
+
+def counted(fn: Callable[[], object], device: torch.device) -> tuple[float, float, float | None]:
     """FLOPs of one call of ``fn`` (this call also serves as the warm-up), and the seconds its
-    convolutions take when replayed alone, in their own precision and in bfloat16."""
+    convolutions take when replayed alone, in their own precision and in bfloat16 (``None``
+    unless :data:`MEASURE_BF16`)."""
     with FlopCounterMode(display=False) as counter, ConvolutionLog() as log:
         fn()
     return (float(counter.get_total_flops()), convolution_seconds(log, device),
-            convolution_seconds(log, device, torch.bfloat16))
+            convolution_seconds(log, device, torch.bfloat16) if MEASURE_BF16 else None)
 
 
 # --------------------------------------------------------------------------- data and machine
@@ -230,15 +236,20 @@ def machine(device: torch.device) -> dict:
 # --------------------------------------------------------------------------- rows
 
 
-def peak_rows(device: torch.device, quick: bool) -> list[dict]:
-    """Channels_last and NCHW 3×3 convolution, and a matmul, in fp32 and bf16: GFLOP/s each."""
+def peak_rows(device: torch.device, quick: bool, precisions: Sequence[str] = ("fp32", "bf16"),
+              small: bool = False) -> list[dict]:
+    """Channels_last and NCHW 3×3 convolution, and a matmul, in each of ``precisions``: GFLOP/s
+    each (``small``: a 32-image convolution and a 512² matmul, which read below the full peak)."""
     rows = []
     big = device.type == "cuda"
-    conv_flops = 2.0 * 256 * 128 * 128 * 9 * 14 * 14
+    batch = 32 if small else 256
+    conv_flops = 2.0 * batch * 128 * 128 * 9 * 14 * 14
     repeats = 3 if quick else 10
-    n = 8192 if big else 2048
-    for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        x = torch.randn(256, 128, 14, 14, device=device, dtype=dtype)
+    n = 512 if small else 8192 if big else 2048
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    for precision in precisions:
+        dtype = dtypes[precision]
+        x = torch.randn(batch, 128, 14, 14, device=device, dtype=dtype)
         w = torch.randn(128, 128, 3, 3, device=device, dtype=dtype)
         for name, fmt in (("peak conv3x3 channels_last", torch.channels_last),
                           ("conv3x3 NCHW", torch.contiguous_format)):
@@ -249,7 +260,7 @@ def peak_rows(device: torch.device, quick: bool) -> list[dict]:
 
             run()
             wall, cpu = timed(run, device, repeats)
-            rows.append(_row(name, "-", wall, cpu, conv_flops, 256, precision=precision))
+            rows.append(_row(name, "-", wall, cpu, conv_flops, batch, precision=precision))
         a = torch.randn(n, n, device=device, dtype=dtype)
         b = torch.randn(n, n, device=device, dtype=dtype)
         (a @ b)
@@ -414,6 +425,12 @@ def main(argv: list[str] | None = None) -> dict:
                              "protocol's (bf16: convolutions and matmuls under autocast)")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--repeats", type=int, help="timed runs per row, best kept (default 1, 2 full)")
+    parser.add_argument("--no-bf16-bound", action="store_true",
+                        help="fp32 runs: skip the bf16 peak and the rows' bf16 'conv alone' column "
+                             "(minutes on a CPU without native bfloat16)")
+    parser.add_argument("--small-peak", action="store_true",
+                        help="measure the peak on a 32-image convolution and a 512² matmul (fast; "
+                             "reads below the full peak, so fractions of it read high)")
     parser.add_argument("--pass-mb", type=float,
                         help="activation MB per pass on a CPU (grouped.CPU_PASS_BYTES)")
     args = parser.parse_args(argv)
@@ -432,9 +449,13 @@ def main(argv: list[str] | None = None) -> dict:
     paths = [True, False] if args.compare else [not args.looped]
     ensembles = [True, False] if args.compare else [device.type == "cuda"]  # evaluate_images' default
     started = time.perf_counter()
-    rows = peak_rows(device, args.quick)  # always measured: every fraction refers to it
+    global MEASURE_BF16
+    MEASURE_BF16 = not args.no_bf16_bound or args.precision == "bf16"
+    measured = [p for p in PRECISIONS if p == "fp32" or p == args.precision or MEASURE_BF16]
+    # always measured: every fraction refers to it
+    rows = peak_rows(device, args.quick, measured, args.small_peak)
     peaks = {p: max(r["gflops"] for r in rows if r["row"].startswith("peak")
-                    and r["precision"] == p) for p in PRECISIONS}
+                    and r["precision"] == p) for p in measured}
     peak = peaks["fp32"]
     for r in rows:
         print(f"{r['row']} ({r['precision']}): {r['gflops']:.1f} GFLOP/s", flush=True)
@@ -475,11 +496,12 @@ def main(argv: list[str] | None = None) -> dict:
         r["of_bound"] = r["seconds"] / r["conv_seconds"] if r.get("conv_seconds") else None
     info["load_average_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     info["benchmark_seconds"] = time.perf_counter() - started
-    result = {"machine": info, "peak_gflops": peak, "peak_gflops_bf16": peaks["bf16"],
+    result = {"machine": info, "peak_gflops": peak, "peak_gflops_bf16": peaks.get("bf16"),
               "precision": args.precision, "quick": args.quick, "rows": rows}
     print()
     print(table(rows, peaks))
-    print(f"\npeak {peak:.1f} GFLOP/s (bf16 {peaks['bf16']:.1f}); load average "
+    bf16_peak = f"{peaks['bf16']:.1f}" if "bf16" in peaks else "not measured"
+    print(f"\npeak {peak:.1f} GFLOP/s (bf16 {bf16_peak}); load average "
           f"{info['load_average_start']} -> "
           f"{info['load_average_end']}; {info['benchmark_seconds']:.0f} s in all")
     if args.json:

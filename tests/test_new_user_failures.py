@@ -379,20 +379,27 @@ def test_a_legacy_mtt_set_without_its_learned_lr(action, legacy_mtt, capsys):
 # --------------------------------------------------------------------------- notebook kernels
 
 def test_notebook_kernels_start_without_the_tcp_warning(tmp_path):
-    """A one-cell notebook through papermill with the study's kernel options (a real kernel)."""
+    """Two one-cell notebooks through the study's papermill call at once (real kernels, as
+    ``make study`` runs them two at a time): no TCP warning, and each kernel talks to its own
+    client (kernels sharing socket names fail with "Invalid Signature")."""
     script = (
-        "import nbformat, papermill\n"
-        "from ptmdd_helpers.notebook_kernel import papermill_kernel_options\n"
-        "nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell('print(6 * 7)')])\n"
-        "nb.metadata['kernelspec'] = {'name': 'python3', 'display_name': 'Python 3',"
+        "import nbformat, concurrent.futures as cf\n"
+        "from pathlib import Path\n"
+        "from ptmdd_helpers.study.batch import execute_notebook\n"
+        "for k in (1, 2):\n"
+        "    cell = nbformat.v4.new_code_cell(f'import time; time.sleep(2); print(6 * 7 * {k})')\n"
+        "    nb = nbformat.v4.new_notebook(cells=[cell])\n"
+        "    nb.metadata['kernelspec'] = {'name': 'python3', 'display_name': 'Python 3',"
         " 'language': 'python'}\n"
-        "nbformat.write(nb, 'in.ipynb')\n"
-        "papermill.execute_notebook('in.ipynb', 'out.ipynb', kernel_name='python3',"
-        " progress_bar=False, log_output=False, **papermill_kernel_options())\n"
+        "    nbformat.write(nb, f'in{k}.ipynb')\n"
+        "with cf.ThreadPoolExecutor(2) as pool:\n"
+        "    list(pool.map(lambda k: execute_notebook(Path(f'in{k}.ipynb').resolve(),"
+        " Path(f'out{k}.ipynb').resolve(), {}), (1, 2)))\n"
     )
     result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=120)
+                            text=True, timeout=180)
     assert result.returncode == 0, result.stderr
-    assert "without encryption" not in result.stderr
-    out = json.loads((tmp_path / "out.ipynb").read_text())
-    assert "".join(out["cells"][-1]["outputs"][0]["text"]) == "42\n"
+    assert "without encryption" not in result.stderr and "Invalid Signature" not in result.stderr
+    for k in (1, 2):
+        out = json.loads((tmp_path / f"out{k}.ipynb").read_text())
+        assert "".join(out["cells"][-1]["outputs"][0]["text"]) == f"{42 * k}\n"

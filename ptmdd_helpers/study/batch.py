@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -158,11 +159,13 @@ def execute_notebook(source: Path, target: Path, parameters: Mapping[str, Any]) 
     from .profiles import StudyError
 
     try:
-        papermill.execute_notebook(
-            str(source), str(target), parameters=dict(parameters), cwd=str(paths.project_root()),
-            kernel_name="python3", progress_bar=False, log_output=False,
-            **papermill_kernel_options(),  # IPC: no "running over TCP without encryption" warning
-        )
+        with tempfile.TemporaryDirectory(prefix="ptmdd-kernel-") as sockets:
+            papermill.execute_notebook(
+                str(source), str(target), parameters=dict(parameters),
+                cwd=str(paths.project_root()), kernel_name="python3", progress_bar=False,
+                log_output=False,
+                **papermill_kernel_options(sockets),  # IPC: no "running over TCP" warning
+            )
     except PapermillExecutionError as error:
         raise StudyError(
             f"{source.stem} failed at execution count {error.exec_count}: {error.ename}: "
