@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from .family import family_decisions, shared_runs
 from .paths import resolve
 from .plots import (
     accuracy_plot,
@@ -44,11 +45,9 @@ from .verdicts import (
     Verdict,
     compare,
     decide,
-    family_decisions,
     paired_interval,
     seed_means,
     select,
-    shared_runs,
     welch_interval,
 )
 

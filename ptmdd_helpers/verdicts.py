@@ -12,8 +12,8 @@ different targets) are compared **unpaired**, with Welch's interval over seeds, 
 says so. A group with fewer than 2 seeds gets no interval: "inconclusive (fewer than 2 seeds)".
 
 Each verdict also carries its two-sided p-value at the claim's no-effect point (0, or −δ for a
-"≥ with margin δ" claim), so that :func:`family_decisions` can apply Holm's step-down procedure
-over all claims of a batch, and :func:`seeds_needed`, the number of seeds at which the interval's
+"≥ with margin δ" claim), so that :func:`~.family.family_decisions` can apply Holm's step-down
+procedure over all claims of a batch, and :func:`seeds_needed`, the number of seeds at which the interval's
 half-width would fall below the observed distance from that point (a planning aid computed from the
 observed SD, not a power analysis).
 """
@@ -365,41 +365,3 @@ def compare(
         n_treatment=n_t, n_baseline=n_b, sd_paired=None, sd_unpaired=sd_unpaired,
         label=decide(low, high, relation, margin), seeds_needed=needed,
     )
-
-
-def holm(p_values: Sequence[float], level: float = 0.05) -> list[bool]:
-    """Holm's step-down rejections at family-wise ``level``. A NaN p-value (a claim without an
-    interval) is never rejected but still counts in the family's size (conservative)."""
-    order = sorted((p, i) for i, p in enumerate(p_values) if math.isfinite(p))
-    rejected = [False] * len(p_values)
-    m = len(p_values)
-    for rank, (p, index) in enumerate(order):
-        if p > level / (m - rank):
-            break
-        rejected[index] = True
-    return rejected
-
-
-def family_decisions(verdicts: Sequence[Mapping[str, Any]], level: float = 0.05) -> list[str]:
-    """Holm's decision per verdict (as dicts): 'supported' / 'not supported' where its null is
-    rejected (by the side the effect lies on), else 'inconclusive'."""
-    rejected = holm([float(v["p_value"]) for v in verdicts], level)
-    labels = []
-    for verdict, reject in zip(verdicts, rejected, strict=True):
-        null = -float(verdict["margin"]) if verdict["relation"] == ">=" else 0.0
-        above = float(verdict["effect"]) > null
-        wanted_above = verdict["relation"] in (">", ">=")
-        labels.append("inconclusive" if not reject else
-                      "supported" if above == wanted_above else "not supported")
-    return labels
-
-
-def shared_runs(verdicts: Sequence[Mapping[str, Any]]) -> list[tuple[int, int, int]]:
-    """(i, j, count) for every pair of verdicts that use ``count`` > 0 of the same runs."""
-    pairs = []
-    for i, first in enumerate(verdicts):
-        for j in range(i + 1, len(verdicts)):
-            count = len(set(first.get("runs", ())) & set(verdicts[j].get("runs", ())))
-            if count:
-                pairs.append((i, j, count))
-    return pairs

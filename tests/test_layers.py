@@ -23,7 +23,7 @@ LAYERS = [
     ("evaluation", {"protocol", "evaluate", "scores"}),
     ("distillation", {"distill"}),
     ("store", {"runfiles", "frames", "store", "run_repair", "runs", "export"}),
-    ("report", {"verdicts", "plots", "report"}),
+    ("report", {"verdicts", "family", "plots", "report"}),
     ("study", {"study"}),
     ("command line", {"cli", "cli_options", "cli_checks"}),
 ]

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from ptmdd_helpers import report, verdicts
+from ptmdd_helpers import family, report, verdicts
 
 
 def _frame(groups: dict[str, dict[int, list[float]]]) -> pd.DataFrame:
@@ -129,9 +129,9 @@ def test_06_averages_architectures_within_a_seed_before_pairing():
 
 def test_holm_decisions_on_hand_made_p_values():
     # m = 4: thresholds 0.0125, 0.0167, 0.025, 0.05 for the sorted p-values
-    assert verdicts.holm([0.01, 0.04, 0.03, 0.005]) == [True, False, False, True]
-    assert verdicts.holm([0.001, 0.012, 0.02, 0.04]) == [True, True, True, True]
-    assert verdicts.holm([0.02, 0.5, math.nan]) == [False, False, False]
+    assert family.holm([0.01, 0.04, 0.03, 0.005]) == [True, False, False, True]
+    assert family.holm([0.001, 0.012, 0.02, 0.04]) == [True, True, True, True]
+    assert family.holm([0.02, 0.5, math.nan]) == [False, False, False]
     claims = [
         {"p_value": 0.001, "effect": 2.0, "relation": ">", "margin": 0.0},
         {"p_value": 0.002, "effect": -2.0, "relation": ">", "margin": 0.0},
