@@ -144,3 +144,58 @@ def test_a_tiny_study_distils_and_evaluates_the_toy_method(toy, tmp_path):
     for bad in ("alpha={toy: 5}", "distill.Toy={iterations: 2}"):
         with pytest.raises(study.StudyError, match="toy|Toy"):
             study.load_profile(path, [*roots, bad])
+
+
+PLUGIN_MODULE = '''
+"""A user's method module: it registers PIX (pixel-mean matching) when imported."""
+import torch
+
+from ptmdd_helpers.distill import Method, register_method
+
+
+def pix_iteration(state):
+    reals, syns = state.class_batches(state.generator("real"), state.generator("augment"))
+    loss = torch.zeros((), device=state.device)
+    if state.matches:
+        for real, syn in zip(reals, syns, strict=True):
+            loss = loss + ((real.mean(0) - syn.mean(0)) ** 2).sum()
+    return state.step(loss)
+
+
+register_method(Method("PIX", pix_iteration, iterations=3, lr_img=0.05, eval_epochs=2,
+                       eval_augment="none"))
+'''
+
+
+def test_study_workers_import_the_modules_of_plug_in_methods(tmp_path, monkeypatch):
+    """A method registered at import of a user's module runs in a study with 2 worker processes:
+    each worker imports the module (``method_modules``) before its tasks."""
+    import importlib
+    import sys
+
+    (tmp_path / "pix_method.py").write_text(PLUGIN_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    importlib.import_module("pix_method")
+    try:
+        from ptmdd_helpers.distill.methods import method_modules
+
+        assert method_modules() == ["pix_method"]
+        profile = {
+            "shared": {"target": "Digits", "device": "cpu", "executor": "local", "workers": 2,
+                       "seeds": [0, 1], "ipcs": [1], "alpha": 5,
+                       "distill": {"model": "ConvNetW32", "batch_real": 16},
+                       "pool": {"arch": "ConvNetW32", "n_models": 1, "recipe": {"epochs": 1}},
+                       "eval": {"n_nets": 1}},
+            "00_preliminary": {"methods": ["PIX"], "references": {"random_real": False}},
+        }
+        path = tmp_path / "pix.yaml"
+        path.write_text(yaml.safe_dump(profile))
+        roots = [f"store={tmp_path / 'store'}", f"pool_root={tmp_path / 'pools'}"]
+        result = study.run_study(path, only="00", overrides=roots, notebooks=False, verbose=False)
+        assert {status for status, _ in result["results"].values()} == {"computed"}
+        runs = RunStore(tmp_path / "store").runs("distill")
+        assert len(runs) == 4 and {r.spec["method"] for r in runs} == {"PIX"}
+    finally:
+        unregister_method("PIX")
+        sys.modules.pop("pix_method", None)

@@ -119,6 +119,27 @@ def list_methods() -> list[str]:
     return list(REGISTRY)
 
 
+def method_modules() -> list[str]:
+    """The modules, outside this package, whose methods are registered in this process: what a
+    worker process imports (:func:`import_method_modules`) to know the same methods."""
+    names = {m.iteration.__module__ for m in REGISTRY.values()}
+    return sorted(n for n in names if not n.startswith("ptmdd_helpers.") and n != "__main__")
+
+
+def import_method_modules(names: list[str] | tuple[str, ...]) -> None:
+    """Import ``names`` (from :func:`method_modules`), registering their methods here; a module
+    that cannot be imported is an error naming it and the fix."""
+    import importlib
+
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError as error:
+            raise ValueError(f"the method module {name!r} registered in the study's process "
+                             f"cannot be imported in a worker ({error}); put it on the Python "
+                             f"path (PYTHONPATH) or run the study with workers: 1") from None
+
+
 def get_method(name: object, where: str = "method") -> Method:
     """The registered method called ``name`` (any case); else ``ValueError`` listing them."""
     key = name.upper() if isinstance(name, str) else name

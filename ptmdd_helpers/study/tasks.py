@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..distill import DistillSpec, get_method
+from ..distill.methods import import_method_modules, method_modules
 from ..pools import (
     MemberSpec,
     initial_path,
@@ -111,8 +112,10 @@ def dependencies(task: Task) -> list[str]:
 
 
 def workspace_config(ws: Workspace, threads: int | None = None) -> dict[str, Any]:
-    """What a worker process needs to rebuild ``ws`` (plain values, picklable), and its threads."""
-    return {**ws.settings(), "progress": False, "threads": threads}
+    """What a worker process needs to rebuild ``ws`` (plain values, picklable), its threads, and
+    the modules of the plug-in methods registered here (a worker imports them)."""
+    return {**ws.settings(), "progress": False, "threads": threads,
+            "method_modules": method_modules()}
 
 
 def execute_task(task: Task, config: Mapping[str, Any]) -> tuple[str, str, str]:
@@ -125,6 +128,7 @@ def execute_task(task: Task, config: Mapping[str, Any]) -> tuple[str, str, str]:
 
         if config.get("threads"):
             torch.set_num_threads(int(config["threads"]))
+        import_method_modules(config.get("method_modules", ()))  # plug-in methods, as registered
         ws = Workspace.from_settings(config)
         before = computed_count()
         if task.kind == "member":
