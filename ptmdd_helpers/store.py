@@ -2,8 +2,9 @@
 
 A spec's canonical JSON (:func:`canonical_json`) hashes to a run id such as
 ``distill-3fa9c1e07b2d4a11`` (:func:`spec_id`; both live in :mod:`ptmdd_helpers.specs`).
-:meth:`RunStore.get_or_compute` returns a complete run without work, resumes an interrupted one from
-its checkpoint, and lets only one process compute a given run (a file lock). Every file is written
+:meth:`RunStore.computing` (the one way a run is computed: ``runs.distill_run``,
+``runs.evaluation_run``) serves a complete run without work, resumes an interrupted one from its
+checkpoint, and lets only one process compute a given run (a file lock). Every file is written
 atomically, and ``metrics.json`` is written last, so a killed process never leaves a run that looks
 complete.
 
@@ -41,7 +42,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import datetime, timezone
 from pathlib import Path
@@ -228,16 +229,6 @@ class RunStore:
                 f"{self.root / QUARANTINE_DIR}/ and computes it again")
 
     # ----------------------------------------------------------------- computing
-
-    def get_or_compute(
-        self, spec: object, compute: Callable[[RunContext], dict], *, device: str = "cpu",
-        recompute: bool = False,
-    ) -> Run:
-        """Return ``spec``'s run, computing it with ``compute(ctx) -> metrics`` if needed."""
-        with self.computing(spec, device=device, recompute=recompute) as job:
-            if job.run is None:
-                job.complete(compute(job.context))
-        return job.run
 
     @contextmanager
     def computing(self, spec: object, *, device: str = "cpu",

@@ -87,6 +87,15 @@ class HostReads(TorchFunctionMode):
         return result
 
 
+def compute_run(store, spec, compute, *, device: str = "cpu", recompute: bool = False):
+    """``spec``'s run from ``store``, computed by ``compute(ctx) -> metrics`` under
+    :meth:`RunStore.computing` (the path distill_run and evaluation_run take) if not stored."""
+    with store.computing(spec, device=device, recompute=recompute) as job:
+        if job.run is None:
+            job.complete(compute(job.context))
+    return job.run
+
+
 def replace_iteration(monkeypatch, method: str, iteration) -> None:
     """Register ``method`` with another iteration function for one test (the registry's entry)."""
     from ptmdd_helpers.distill.methods import REGISTRY

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import compute_run
 
 import ptmdd_helpers
 from ptmdd_helpers.store import (
@@ -99,7 +100,7 @@ def test_spec_fields_flattens_nested_specs():
 # --------------------------------------------------------------------------- compute once
 
 
-def test_get_or_compute_computes_once(tmp_path):
+def test_a_run_is_computed_once(tmp_path):
     store = RunStore(tmp_path)
     calls = []
 
@@ -110,8 +111,8 @@ def test_get_or_compute_computes_once(tmp_path):
         return {"loss": 0.25, "history": [1.0, 0.5]}
 
     assert not store.exists(TOY) and store.get(TOY) is None
-    first = store.get_or_compute(TOY, compute)
-    second = store.get_or_compute(TOY, compute)
+    first = compute_run(store, TOY, compute)
+    second = compute_run(store, TOY, compute)
     assert len(calls) == 1
     assert store.exists(TOY)
     assert first.id == second.id == spec_id(TOY) and first.path == tmp_path / first.id
@@ -165,7 +166,7 @@ def test_interrupted_run_resumes_from_its_checkpoint(tmp_path):
     starts: list[int] = []
     compute = _stepper(starts, fail_at=5)
     with pytest.raises(RuntimeError, match="step 5"):
-        store.get_or_compute(TOY, compute)
+        compute_run(store, TOY, compute)
     path = store.path(TOY)
     assert (path / "checkpoint.pt").is_file() and (path / "spec.json").is_file()
     assert not (path / "metrics.json").exists()
@@ -173,13 +174,13 @@ def test_interrupted_run_resumes_from_its_checkpoint(tmp_path):
     with pytest.raises(RunError, match="incomplete"):
         store.load(spec_id(TOY))
 
-    resumed = store.get_or_compute(TOY, compute)
+    resumed = compute_run(store, TOY, compute)
     assert starts == [0, 4]
     assert not (path / "checkpoint.pt").exists()
     assert resumed.provenance["resumed_from_step"] == 4
 
     reference_starts: list[int] = []
-    reference = RunStore(tmp_path / "b").get_or_compute(TOY, _stepper(reference_starts, None))
+    reference = compute_run(RunStore(tmp_path / "b"), TOY, _stepper(reference_starts, None))
     assert reference_starts == [0]
     assert torch.equal(resumed.tensors()["x"], reference.tensors()["x"])
     assert resumed.metrics == reference.metrics
@@ -191,7 +192,7 @@ def test_a_folder_holding_another_spec_is_refused(tmp_path):
     path.mkdir(parents=True)
     (path / "spec.json").write_text(canonical_json(OtherSpec("x")))
     with pytest.raises(RunError, match="different spec"):
-        store.get_or_compute(TOY, lambda ctx: {})
+        compute_run(store, TOY, lambda ctx: {})
 
 
 # --------------------------------------------------------------------------- concurrency
@@ -206,7 +207,7 @@ def _slow_worker(root: str, marker: str, queue) -> None:
         time.sleep(1.0)
         return {"value": 42}
 
-    run = RunStore(root).get_or_compute(TOY, compute)
+    run = compute_run(RunStore(root), TOY, compute)
     queue.put((run.id, run.metrics, spec_id(TOY)))
 
 
@@ -243,7 +244,7 @@ def test_load_errors_name_the_path(tmp_path):
         store.load(bare)
     assert str(bare) in str(no_spec.value)
 
-    run = store.get_or_compute(TOY, lambda ctx: {"ok": 1})
+    run = compute_run(store, TOY, lambda ctx: {"ok": 1})
     (run.path / "metrics.json").write_text("{not json")
     with pytest.raises(RunError, match="cannot read") as corrupt:
         store.load(run.id)
@@ -256,7 +257,7 @@ def test_load_errors_name_the_path(tmp_path):
     with pytest.raises(RunError, match="not a spec"):
         store.load(run.path)
     with pytest.raises(RunError, match="missing"):
-        store.get_or_compute(OtherSpec("m"), lambda ctx: {}).tensors("absent")
+        compute_run(store, OtherSpec("m"), lambda ctx: {}).tensors("absent")
 
 
 # --------------------------------------------------------------------------- the frame
@@ -265,9 +266,9 @@ def test_load_errors_name_the_path(tmp_path):
 def test_frame_has_one_row_per_entry_and_spec_columns(tmp_path):
     store = RunStore(tmp_path)
     a, b = ToySpec("a", 0.1, 1, InnerSpec("x")), ToySpec("b", 0.2, 2, InnerSpec("y"))
-    store.get_or_compute(a, lambda ctx: {"rows": [{"net": 0, "acc": 0.5}, {"net": 1, "acc": 0.6}]})
-    store.get_or_compute(b, lambda ctx: {"rows": [{"net": i, "acc": 0.1 * i} for i in range(3)]})
-    store.get_or_compute(OtherSpec("a"), lambda ctx: {"loss": 1.5, "summary": {"mean": 0.3},
+    compute_run(store, a, lambda ctx: {"rows": [{"net": 0, "acc": 0.5}, {"net": 1, "acc": 0.6}]})
+    compute_run(store, b, lambda ctx: {"rows": [{"net": i, "acc": 0.1 * i} for i in range(3)]})
+    compute_run(store, OtherSpec("a"), lambda ctx: {"loss": 1.5, "summary": {"mean": 0.3},
                                                       "history": [1, 2]})
 
     frame = store.frame("toy")
@@ -308,7 +309,7 @@ def test_provenance_timings_and_image_grid(tmp_path):
         ctx.add_timing("distill_seconds", 0.5)
         return {"ok": True}
 
-    run = store.get_or_compute(TOY, compute, device="cpu")
+    run = compute_run(store, TOY, compute, device="cpu")
     info = json.loads((run.path / "provenance.json").read_text())
     assert info["torch_version"] == torch.__version__
     assert info["package_version"] == ptmdd_helpers.__version__

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import compute_run
 
 from ptmdd_helpers.cli import main
 from ptmdd_helpers.paths import PathError
@@ -74,7 +75,7 @@ def _make_legacy(run_path: Path) -> dict:
 
 def test_a_completed_run_records_the_checksum_of_every_file_it_wrote(tmp_path):
     store = RunStore(tmp_path)
-    run = store.get_or_compute(TOY, _compute())
+    run = compute_run(store, TOY, _compute())
     stored = json.loads((run.path / "metrics.json").read_text())
     files = stored[FILES_KEY]
     assert sorted(files) == ["grid.png", "provenance.json", "spec.json", "tensors.pt",
@@ -85,13 +86,13 @@ def test_a_completed_run_records_the_checksum_of_every_file_it_wrote(tmp_path):
     assert run.metrics == {"loss": 1.0} and run.files == files and not run.legacy
     assert store.verify(run.id) == [] and store.check_run(run.path).status == "verified"
     with pytest.raises(TypeError, match=FILES_KEY):
-        store.get_or_compute(OtherSpec("x"), lambda ctx: {FILES_KEY: 1})
+        compute_run(store, OtherSpec("x"), lambda ctx: {FILES_KEY: 1})
     assert not store.exists(OtherSpec("x"))
 
 
 def test_a_hand_edited_spec_is_refused_naming_both_ids(tmp_path, capsys):
     store = RunStore(tmp_path)
-    run = store.get_or_compute(TOY, _compute())
+    run = compute_run(store, TOY, _compute())
     spec = json.loads((run.path / "spec.json").read_text())
     spec["lr"] = 0.5
     (run.path / "spec.json").write_text(json.dumps(spec))
@@ -107,13 +108,13 @@ def test_a_hand_edited_spec_is_refused_naming_both_ids(tmp_path, capsys):
     assert main(["runs", "show", run.id, "--store", str(tmp_path)]) == 2
     assert edited in capsys.readouterr().err
     with pytest.raises(RunError, match="ptmdd runs check"):
-        store.get_or_compute(TOY, _compute())
+        compute_run(store, TOY, _compute())
     assert _snapshot(tmp_path) == before
 
 
 def test_a_run_missing_its_tensors_is_not_served_and_not_recomputed_unasked(tmp_path):
     store = RunStore(tmp_path)
-    run = store.get_or_compute(TOY, _compute())
+    run = compute_run(store, TOY, _compute())
     (run.path / "tensors.pt").unlink()
     before = _snapshot(tmp_path)
     assert not store.exists(TOY)
@@ -124,7 +125,7 @@ def test_a_run_missing_its_tensors_is_not_served_and_not_recomputed_unasked(tmp_
         store.load(run.id)
     calls: list = []
     with pytest.raises(RunError) as refused:
-        store.get_or_compute(TOY, _compute(calls))
+        compute_run(store, TOY, _compute(calls))
     message = str(refused.value)
     assert "ptmdd runs check" in message and "--recompute" in message
     assert "recompute=True" in message and QUARANTINE_DIR in message
@@ -133,10 +134,10 @@ def test_a_run_missing_its_tensors_is_not_served_and_not_recomputed_unasked(tmp_
 
 def test_recompute_moves_the_failing_folder_to_quarantine_and_computes_again(tmp_path):
     store = RunStore(tmp_path)
-    run = store.get_or_compute(TOY, _compute(value=1.0))
+    run = compute_run(store, TOY, _compute(value=1.0))
     (run.path / "tensors.pt").unlink()
     calls: list = []
-    again = store.get_or_compute(TOY, _compute(calls, value=2.0), recompute=True)
+    again = compute_run(store, TOY, _compute(calls, value=2.0), recompute=True)
     assert calls == [run.path] and store.verify(again.id) == []
     assert torch.equal(again.tensors()["w"], torch.full((2, 3), 2.0))
     moved = list((tmp_path / QUARANTINE_DIR).iterdir())
@@ -148,13 +149,13 @@ def test_recompute_moves_the_failing_folder_to_quarantine_and_computes_again(tmp
     assert "failed verification" in log and str(moved[0]) in log
     assert [r.id for r in store.runs()] == [run.id]  # the quarantine is not listed
     recomputed_again: list = []
-    store.get_or_compute(TOY, _compute(recomputed_again), recompute=True)
+    compute_run(store, TOY, _compute(recomputed_again), recompute=True)
     assert recomputed_again == []  # a verified run is served, even with recompute
 
 
 def test_a_changed_file_fails_the_checksum_and_is_not_loaded(tmp_path):
     store = RunStore(tmp_path)
-    run = store.get_or_compute(TOY, _compute())
+    run = compute_run(store, TOY, _compute())
     target = run.path / "tensors.pt"
     data = bytearray(target.read_bytes())
     data[-10] ^= 0xFF
@@ -170,7 +171,7 @@ def test_a_changed_file_fails_the_checksum_and_is_not_loaded(tmp_path):
 
 def test_a_legacy_run_is_served_listed_as_legacy_and_sealed(tmp_path):
     store = RunStore(tmp_path)
-    run = store.get_or_compute(TOY, _compute())
+    run = compute_run(store, TOY, _compute())
     original = _make_legacy(run.path)
     served = store.get(TOY)
     assert served is not None and served.legacy and served.metrics == {"loss": 1.0}
@@ -186,7 +187,7 @@ def test_a_legacy_run_is_served_listed_as_legacy_and_sealed(tmp_path):
 
 def test_sealing_refuses_a_tensor_file_that_does_not_load(tmp_path):
     store = RunStore(tmp_path)
-    run = store.get_or_compute(TOY, _compute())
+    run = compute_run(store, TOY, _compute())
     _make_legacy(run.path)
     (run.path / "tensors.pt").write_bytes(b"not a torch file")
     text = (run.path / "metrics.json").read_text()
@@ -198,9 +199,9 @@ def test_sealing_refuses_a_tensor_file_that_does_not_load(tmp_path):
 
 def test_runs_check_prints_problems_and_exits_by_verdict(tmp_path, capsys):
     store = RunStore(tmp_path)
-    good = store.get_or_compute(TOY, _compute())
-    legacy = store.get_or_compute(OtherSpec("a"), _compute())
-    bad = store.get_or_compute(ToySpec("b", 0.2, 1), _compute())
+    good = compute_run(store, TOY, _compute())
+    legacy = compute_run(store, OtherSpec("a"), _compute())
+    bad = compute_run(store, ToySpec("b", 0.2, 1), _compute())
     _make_legacy(legacy.path)
     (bad.path / "tensors.pt").unlink()
     args = ["runs", "check", "--store", str(tmp_path)]
@@ -212,7 +213,7 @@ def test_runs_check_prints_problems_and_exits_by_verdict(tmp_path, capsys):
     assert main([*args, "--seal"]) == 1
     assert capsys.readouterr().out.splitlines()[-1].endswith(
         "2 verified, 0 legacy, 0 incomplete, 1 failed")
-    store.get_or_compute(ToySpec("b", 0.2, 1), _compute(), recompute=True)
+    compute_run(store, ToySpec("b", 0.2, 1), _compute(), recompute=True)
     assert main(args) == 0
     assert capsys.readouterr().out.splitlines() == [
         f"3 run folders in {tmp_path}: 3 verified, 0 legacy, 0 incomplete, 0 failed"]
@@ -224,8 +225,8 @@ def test_runs_check_prints_problems_and_exits_by_verdict(tmp_path, capsys):
 
 def test_runs_list_skips_failing_runs_with_one_warning_line_each(tmp_path, capsys):
     store = RunStore(tmp_path)
-    good = store.get_or_compute(TOY, _compute())
-    bad = store.get_or_compute(OtherSpec("a"), _compute())
+    good = compute_run(store, TOY, _compute())
+    bad = compute_run(store, OtherSpec("a"), _compute())
     (bad.path / "grid.png").unlink()
     assert main(["runs", "list", "--store", str(tmp_path)]) == 0
     captured = capsys.readouterr()
@@ -260,11 +261,11 @@ def _deny(monkeypatch, denied: Path, mode: int) -> None:
 
 def test_an_unreadable_store_is_a_run_error_naming_the_fix(tmp_path, monkeypatch):
     store = RunStore(tmp_path / "store")
-    run = store.get_or_compute(TOY, _compute())
+    run = compute_run(store, TOY, _compute())
     _deny(monkeypatch, store.root, os.R_OK)
     for attempt in (lambda: store.get(TOY), lambda: store.exists(TOY), store.runs,
                     lambda: store.load(run.id), store.check,
-                    lambda: store.get_or_compute(OtherSpec("n"), _compute())):
+                    lambda: compute_run(store, OtherSpec("n"), _compute())):
         with pytest.raises(RunError, match="cannot read the run store .*chmod u\\+rx") as error:
             attempt()
         assert str(store.root) in str(error.value) and "$PTMDD_RUNS" in str(error.value)
@@ -277,7 +278,7 @@ def test_a_read_only_store_refuses_a_new_run_before_creating_anything(tmp_path, 
     _deny(monkeypatch, parent, os.W_OK)
     calls: list = []
     with pytest.raises(RunError, match="cannot write to .*permission denied") as error:
-        RunStore(parent / "store").get_or_compute(TOY, _compute(calls))
+        compute_run(RunStore(parent / "store"), TOY, _compute(calls))
     assert str(parent) in str(error.value) and "--store" in str(error.value)
     assert calls == [] and list(parent.iterdir()) == []
     monkeypatch.undo()
@@ -285,7 +286,7 @@ def test_a_read_only_store_refuses_a_new_run_before_creating_anything(tmp_path, 
     store.root.mkdir()
     _deny(monkeypatch, store.root, os.W_OK)
     with pytest.raises(RunError, match="chmod u\\+w"):
-        store.get_or_compute(TOY, _compute(calls))
+        compute_run(store, TOY, _compute(calls))
     assert calls == [] and list(store.root.iterdir()) == []
 
 
