@@ -14,7 +14,8 @@ from functools import partial
 
 from torch import nn
 
-from .networks import MLP, VGG, AlexNet, ConvNet, ImageClassifier, LeNet, ResNet, Size
+from .networks import MLP, AlexNet, ConvNet, ImageClassifier, LeNet, Size
+from .networks_deep import VGG, ResNet
 
 __all__ = [
     "ImageClassifier", "ConvNet", "MLP", "LeNet", "AlexNet", "VGG", "ResNet", "register_model",

@@ -2,12 +2,12 @@
 
 :func:`~ptmdd_helpers.models.create_model` builds one of the names in
 :func:`~ptmdd_helpers.models.list_models`: the ConvNet family (width, depth, activation,
-normalization and pooling variants), MLP, LeNet, AlexNet(BN), VGG11(BN) and ResNet18 (instance
-norm, BN, and the DC ``_AP`` variant). At 32×32 (any channel count) and at 1×28×28 the networks are
-layer for layer the reference ones of the DatasetCondensation repository: same layers, same shapes,
-same parameter names (``features``/``classifier``, ``fc_1``…, ``layer1``…), including the MNIST
-quirk that pads the first 3×3 conv of 1-channel ConvNet/VGG by 3 (and the first 5×5 conv of
-1-channel AlexNet by 4, of LeNet by 2), which maps 28×28 to 32×32.
+normalization and pooling variants), MLP, LeNet, AlexNet(BN) here, VGG11(BN) and ResNet18 (instance
+norm, BN, and the DC ``_AP`` variant) in :mod:`.networks_deep`. At 32×32 (any channel count) and at
+1×28×28 the networks are layer for layer the reference ones of the DatasetCondensation repository:
+same layers, same shapes, same parameter names (``features``/``classifier``, ``fc_1``…,
+``layer1``…), including the MNIST quirk that pads the first 3×3 conv of 1-channel ConvNet/VGG by 3
+(and the first 5×5 conv of 1-channel AlexNet by 4, of LeNet by 2), which maps 28×28 to 32×32.
 
 "Instance norm" is ``nn.GroupNorm(C, C, affine=True)``, as in the reference. Every model has
 ``embed(x)`` (the flattened features right before the last linear layer, shape
@@ -43,13 +43,12 @@ sixth pooling of ConvNetD6 is skipped by rule 1.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["AlexNet", "ConvNet", "ImageClassifier", "LeNet", "MLP", "ResNet", "Size", "VGG"]
+__all__ = ["AlexNet", "ConvNet", "ImageClassifier", "LeNet", "MLP", "Size", "conv_side", "norm_layer",
+           "pool2"]
 
 Size = tuple[int, int]
 
@@ -76,7 +75,7 @@ def _activation(kind: str) -> nn.Module:
     raise ValueError(f"unknown activation {kind!r}")
 
 
-def _norm(kind: str, channels: int, height: int, width: int) -> nn.Module:
+def norm_layer(kind: str, channels: int, height: int, width: int) -> nn.Module:
     if kind == "instancenorm":
         return nn.GroupNorm(channels, channels, affine=True)
     if kind == "batchnorm":
@@ -88,7 +87,7 @@ def _norm(kind: str, channels: int, height: int, width: int) -> nn.Module:
     raise ValueError(f"unknown normalization {kind!r}")
 
 
-def _pool2(kind: str, height: int, width: int) -> tuple[nn.Module, int, int]:
+def pool2(kind: str, height: int, width: int) -> tuple[nn.Module, int, int]:
     """A 2×2/stride-2 pooling stage and its output size, skipped along sides of 1 (rule 1)."""
     kh, kw = (2 if height >= 2 else 1), (2 if width >= 2 else 1)
     if kh == kw == 1:
@@ -103,7 +102,7 @@ def _pool2(kind: str, height: int, width: int) -> tuple[nn.Module, int, int]:
     return module, height // kh, width // kw
 
 
-def _conv_side(side: int, kernel: int, padding: int, stride: int = 1) -> int:
+def conv_side(side: int, kernel: int, padding: int, stride: int = 1) -> int:
     return (side + 2 * padding - kernel) // stride + 1
 
 
@@ -179,12 +178,12 @@ class ConvNet(ImageClassifier):
         for d in range(depth):
             padding = 3 if channels == 1 and d == 0 else 1  # the reference's 28 -> 32 quirk
             layers.append(nn.Conv2d(in_channels, width, kernel_size=3, padding=padding))
-            height, wide = _conv_side(height, 3, padding), _conv_side(wide, 3, padding)
+            height, wide = conv_side(height, 3, padding), conv_side(wide, 3, padding)
             if norm != "none":
-                layers.append(_norm(norm, width, height, wide))
+                layers.append(norm_layer(norm, width, height, wide))
             layers.append(_activation(act))
             if pooling != "none":
-                pool, height, wide = _pool2(pooling, height, wide)
+                pool, height, wide = pool2(pooling, height, wide)
                 layers.append(pool)
             in_channels = width
         self.features = nn.Sequential(*layers)
@@ -227,9 +226,9 @@ class LeNet(ImageClassifier):
             padding = 2 if index == 0 and channels == 1 else _valid_padding(height, wide, 5)
             ph, pw = _pair(padding)
             layers.append(nn.Conv2d(in_channels, out_channels, kernel_size=5, padding=padding))
-            height, wide = _conv_side(height, 5, ph), _conv_side(wide, 5, pw)
+            height, wide = conv_side(height, 5, ph), conv_side(wide, 5, pw)
             layers.append(nn.ReLU())
-            pool, height, wide = _pool2("maxpooling", height, wide)
+            pool, height, wide = pool2("maxpooling", height, wide)
             layers.append(pool)
             in_channels = out_channels
         self.features = nn.Sequential(*layers)
@@ -267,12 +266,12 @@ class AlexNet(ImageClassifier):
                 padding = 4  # the reference's 28 -> 32 quirk
             layers.append(nn.Conv2d(in_channels, out_channels, kernel_size=kernel,
                                     padding=padding))
-            height, wide = _conv_side(height, kernel, padding), _conv_side(wide, kernel, padding)
+            height, wide = conv_side(height, kernel, padding), conv_side(wide, kernel, padding)
             if batchnorm:
                 layers.append(nn.BatchNorm2d(out_channels))
             layers.append(nn.ReLU())
             if pool_after:
-                pool, height, wide = _pool2("maxpooling", height, wide)
+                pool, height, wide = pool2("maxpooling", height, wide)
                 layers.append(pool)
             in_channels = out_channels
         self.features = nn.Sequential(*layers)
@@ -286,135 +285,3 @@ class AlexNet(ImageClassifier):
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
         return torch.flatten(self.features(x), 1)
-
-
-_VGG11 = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
-
-
-class VGG(ImageClassifier):
-    """DC VGG11: 3×3 conv/norm/ReLU stages with max-pools, identity avg-pool, linear classifier."""
-
-    def __init__(
-        self,
-        channels: int,
-        num_classes: int,
-        image_size: Size,
-        norm: str = "instancenorm",
-        cfg: Sequence[int | str] = _VGG11,
-    ) -> None:
-        super().__init__(channels, num_classes, image_size)
-        height, wide = image_size
-        layers: list[nn.Module] = []
-        in_channels = channels
-        for index, item in enumerate(cfg):
-            if item == "M":
-                pool, height, wide = _pool2("maxpooling", height, wide)
-                layers.append(pool)
-                continue
-            out_channels = int(item)
-            padding = 3 if channels == 1 and index == 0 else 1  # the reference's 28 -> 32 quirk
-            height, wide = _conv_side(height, 3, padding), _conv_side(wide, 3, padding)
-            layers += [
-                nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=padding),
-                _norm(norm, out_channels, height, wide),
-                nn.ReLU(),
-            ]
-            in_channels = out_channels
-        layers.append(nn.AvgPool2d(kernel_size=1, stride=1))  # identity, kept as in the reference
-        self.features = nn.Sequential(*layers)
-        self.feature_dim = in_channels * height * wide
-        self.classifier = nn.Linear(self.feature_dim, num_classes)
-
-    def _embed(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.flatten(self.features(x), 1)
-
-
-class BasicBlock(nn.Module):
-    """ResNet basic block; ``avgpool_downsample`` gives DC's ``_AP`` variant (conv + AvgPool2d)."""
-
-    def __init__(
-        self,
-        in_planes: int,
-        planes: int,
-        stride: int,
-        norm: str,
-        size: Size,
-        avgpool_downsample: bool = False,
-    ) -> None:
-        super().__init__()
-        height, wide = size
-        pool: nn.Module = nn.Identity()
-        if avgpool_downsample:
-            self.conv1 = nn.Conv2d(in_planes, planes, kernel_size=3, stride=1, padding=1,
-                                   bias=False)
-            if stride != 1:
-                pool, height, wide = _pool2("avgpooling", height, wide)
-        else:
-            self.conv1 = nn.Conv2d(in_planes, planes, kernel_size=3, stride=stride, padding=1,
-                                   bias=False)
-            height, wide = _conv_side(height, 3, 1, stride), _conv_side(wide, 3, 1, stride)
-        self.bn1 = _norm(norm, planes, height, wide)
-        self.pool = pool  # identity unless this is a down-sampling _AP block
-        self.conv2 = nn.Conv2d(planes, planes, kernel_size=3, stride=1, padding=1, bias=False)
-        self.bn2 = _norm(norm, planes, height, wide)
-        self.shortcut = nn.Sequential()
-        if stride != 1 or in_planes != planes:
-            if avgpool_downsample:
-                self.shortcut = nn.Sequential(
-                    nn.Conv2d(in_planes, planes, kernel_size=1, stride=1, bias=False),
-                    _pool2("avgpooling", *size)[0] if stride != 1 else nn.Identity(),
-                    _norm(norm, planes, height, wide),
-                )
-            else:
-                self.shortcut = nn.Sequential(
-                    nn.Conv2d(in_planes, planes, kernel_size=1, stride=stride, bias=False),
-                    _norm(norm, planes, height, wide),
-                )
-        self.out_size: Size = (height, wide)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Residual block output ``relu(bn2(conv2(...)) + shortcut(x))``."""
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.pool(out)
-        out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
-
-
-class ResNet(ImageClassifier):
-    """CIFAR-style ResNet18 (3×3 stem, no max-pool); ``ap=True`` is DC's ResNet18BN_AP."""
-
-    def __init__(
-        self,
-        channels: int,
-        num_classes: int,
-        image_size: Size,
-        norm: str = "instancenorm",
-        ap: bool = False,
-        num_blocks: Sequence[int] = (2, 2, 2, 2),
-    ) -> None:
-        super().__init__(channels, num_classes, image_size)
-        self.ap = ap
-        size = image_size
-        self.conv1 = nn.Conv2d(channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
-        self.bn1 = _norm(norm, 64, *size)
-        in_planes = 64
-        stages = []
-        for planes, blocks, first_stride in zip((64, 128, 256, 512), num_blocks, (1, 2, 2, 2),
-                                                strict=True):
-            stage = []
-            for stride in [first_stride] + [1] * (blocks - 1):
-                block = BasicBlock(in_planes, planes, stride, norm, size, avgpool_downsample=ap)
-                size = block.out_size
-                stage.append(block)
-                in_planes = planes
-            stages.append(nn.Sequential(*stage))
-        self.layer1, self.layer2, self.layer3, self.layer4 = stages
-        # ResNet18(BN): average-pool to 1×1; the _AP variant keeps the whole h×w map (reference)
-        self.pool: nn.Module = nn.Identity() if ap else nn.AdaptiveAvgPool2d(1)
-        self.feature_dim = in_planes * (size[0] * size[1] if ap else 1)
-        self.classifier = nn.Linear(self.feature_dim, num_classes)
-
-    def _embed(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
-        return torch.flatten(self.pool(out), 1)

@@ -17,7 +17,7 @@ LAYERS = [
     ("base", {"ptmdd_helpers", "paths", "seeding", "malloc", "spread", "specs", "work",
               "atomic", "notebook_kernel"}),
     ("data", {"data", "augment"}),
-    ("networks", {"networks", "models", "training", "checks", "compiling", "ensemble"}),
+    ("networks", {"networks", "networks_deep", "models", "training", "checks", "compiling", "ensemble"}),
     ("pools", {"pool_members", "pools", "experts", "diversity"}),
     ("guidance", {"guidance"}),
     ("evaluation", {"protocol", "evaluate", "scores"}),
