@@ -28,7 +28,6 @@ from .methods import (
     Method,
     get_method,
     list_methods,
-    method_options,
     protocol_for,
     register_method,
     unregister_method,
@@ -88,6 +87,6 @@ __all__ = [
     "LOOPS_BY_IPC", "MTT_BY_IPC", "REGISTRY", "DistillSpec", "DistillState", "Method",
     "TrajectorySpec", "check_spec", "DistillationDiverged", "distill", "get_method",
     "initial_set_key", "initial_synthetic_set", "list_methods", "load_resources",
-    "loops_for_ipc", "make_spec", "match_loss", "method_options", "protocol_for", "real_subset_generator",
+    "loops_for_ipc", "make_spec", "match_loss", "protocol_for", "real_subset_generator",
     "register_method", "unregister_method", "validate_spec", "with_seed",
 ]

@@ -153,14 +153,6 @@ def options_fields() -> list[str]:
     return list(dict.fromkeys(["options", *(m.options_field for m in REGISTRY.values())]))
 
 
-def method_options(spec: Any) -> Any:
-    """The method's own settings of ``spec`` (its ``options_field``), or ``None``."""
-    method = REGISTRY.get(spec.method)
-    if method is None or method.options is None:
-        return None
-    return getattr(spec, method.options_field)
-
-
 def protocol_for(
     method: str, *, dataset: str | None = None, arch: str | None = None, **overrides: object
 ) -> EvalProtocol:
