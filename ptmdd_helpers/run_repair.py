@@ -32,16 +32,15 @@ LEARNED_LR = "learned_lr"  # the tensor of the lr an MTT distillation learned; i
 def lacking_reason(spec: object, tensors: object) -> str | None:
     """Why a distillation's stored ``tensors`` cannot be evaluated (``None``: they can): its
     method's evaluation trains at the learned lr, and ``tensors`` has no ``learned_lr``."""
-    from .distill.methods import REGISTRY
+    from .distill.methods import learns_lr
 
     try:
         data = spec_data(spec)
     except (TypeError, ValueError):
         return None
-    method = REGISTRY.get(data.get("method")) if data.get("__kind__") == "DistillSpec" else None
-    learns = method is not None and method.eval_learned_lr  # not a registered method: nothing
+    learns = data.get("__kind__") == "DistillSpec" and learns_lr(data.get("method"))
     if learns and isinstance(tensors, dict) and LEARNED_LR not in tensors:
-        return (f"it is a legacy {method.name} distillation whose tensors.pt has no "
+        return (f"it is a legacy {data['method']} distillation whose tensors.pt has no "
                 f"{LEARNED_LR!r}, the learning rate the distillation learned and its evaluation "
                 f"trains at (it was stored before that was kept)")
     return None

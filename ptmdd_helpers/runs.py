@@ -30,12 +30,12 @@ from .distill import (
     DistillationDiverged,
     DistillSpec,
     check_spec,
-    get_method,
     load_resources,
     real_subset_generator,
     run_distillation,
     validate_spec,
 )
+from .distill.methods import learns_lr
 from .evaluate import (
     EvalProtocol,
     evaluate_images,
@@ -270,8 +270,7 @@ def training_set(subject: Subject, workspace: Workspace) -> tuple[torch.Tensor, 
 
 def training_protocol(spec: EvaluationSpec) -> EvalProtocol:
     """``spec.protocol``, refused when it asks for a learned lr that its subject did not learn."""
-    learns = isinstance(spec.subject, DistillSpec) and subject_learns_lr(spec.subject)
-    if spec.protocol.learned_lr and not learns:
+    if spec.protocol.learned_lr and not subject_learns_lr(spec.subject):
         raise ValueError(
             f"the evaluation protocol trains at the learned lr (learned_lr=True, MTT's protocol), "
             f"but its subject ({type(spec.subject).__name__}"
@@ -284,7 +283,7 @@ def training_protocol(spec: EvaluationSpec) -> EvalProtocol:
 
 def subject_learns_lr(subject: object) -> bool:
     """Whether ``subject`` is a distillation whose method learns the lr its evaluation trains at."""
-    return isinstance(subject, DistillSpec) and get_method(subject.method).eval_learned_lr
+    return isinstance(subject, DistillSpec) and learns_lr(subject.method)
 
 
 def stored_distillation(id_or_path: str | Path, workspace: Workspace) -> object:

@@ -148,6 +148,13 @@ def get_method(name: object, where: str = "method") -> Method:
     return REGISTRY[key]
 
 
+def learns_lr(name: object) -> bool:
+    """Whether the registered method ``name`` learns the learning rate its evaluation trains at
+    (``False`` for a name not registered)."""
+    method = REGISTRY.get(name)
+    return method is not None and method.eval_learned_lr
+
+
 def options_fields() -> list[str]:
     """The spec fields that hold a method's own settings: ``options`` and those methods name."""
     return list(dict.fromkeys(["options", *(m.options_field for m in REGISTRY.values())]))
