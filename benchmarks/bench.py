@@ -62,19 +62,15 @@ from torch.utils.flop_counter import FlopCounterMode
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from ptmdd_helpers.data import LoadedDataset, get_info  # noqa: E402
-from ptmdd_helpers.distill import (  # noqa: E402
-    distill,
-    grouped,
-    make_spec,
-    protocol_for,  # noqa: E402
-)
-from ptmdd_helpers.evaluate import evaluate_images  # noqa: E402
-from ptmdd_helpers.guidance import Guidance, GuidanceSpec  # noqa: E402
-from ptmdd_helpers.pools import MemberSpec, write_initial_checkpoint  # noqa: E402
+from ptmdd_helpers.data.datasets import LoadedDataset, get_info  # noqa: E402
+from ptmdd_helpers.distill import distill, grouped, make_spec, protocol_for  # noqa: E402
+from ptmdd_helpers.evaluation.evaluate import evaluate_images  # noqa: E402
+from ptmdd_helpers.networks.training import PRECISIONS  # noqa: E402
+from ptmdd_helpers.pools.guidance import Guidance, GuidanceSpec  # noqa: E402
+from ptmdd_helpers.pools.members import MemberSpec  # noqa: E402
+from ptmdd_helpers.pools.pretrain import write_initial_checkpoint  # noqa: E402
 from ptmdd_helpers.seeding import make_generator  # noqa: E402
-from ptmdd_helpers.store import git_commit  # noqa: E402
-from ptmdd_helpers.training import PRECISIONS  # noqa: E402
+from ptmdd_helpers.store.runfiles import git_commit  # noqa: E402
 
 ROWS = ("peak", "dc1", "dc10", "dsa10", "dm10", "dm10clom", "eval20", "mtt1", "mtt10")
 CLASSES, BATCH_REAL, EVAL_NETS, EVAL_EPOCHS, TEST_IMAGES = 10, 256, 20, 300, 10000
@@ -191,7 +187,7 @@ class SyntheticExperts:
 def mtt_row(name: str, dataset: str, model: str, syn_steps: int, ipc: int, settings: dict,
             device: torch.device, repeats: int, precision: str = "fp32") -> dict:
     """Seconds and FLOPs of one MTT iteration (``settings``: make_spec overrides)."""
-    from ptmdd_helpers.models import create_model
+    from ptmdd_helpers.networks.models import create_model
 
     data = fashion_shaped(ipc, 100, dataset)
     spec = make_spec(dataset, "MTT", ipc, iterations=1, model=model, syn_steps=syn_steps,

@@ -17,7 +17,7 @@ and a benchmark shows a gain):
    first two steps (compilation included).
 
 ``--group-norm float64`` compiles with ptmdd's evaluation backend,
-``ptmdd_helpers.compiling.inductor_float64_group_norm``: inductor's decomposition of
+``ptmdd_helpers.networks.compiling.inductor_float64_group_norm``: inductor's decomposition of
 ``aten.native_group_norm`` replaced by one that accumulates each group's mean and variance in
 float64, what ``benchmarks/README.md`` found to matter, with inductor's graph caches off (they do
 not key on a custom decomposition table).
@@ -44,9 +44,9 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from ptmdd_helpers.compiling import inductor_float64_group_norm, parameter_gradients  # noqa: E402
-from ptmdd_helpers.models import create_model  # noqa: E402
-from ptmdd_helpers.training import (  # noqa: E402
+from ptmdd_helpers.networks.compiling import inductor_float64_group_norm, parameter_gradients  # noqa: E402
+from ptmdd_helpers.networks.models import create_model  # noqa: E402
+from ptmdd_helpers.networks.training import (  # noqa: E402
     PRECISIONS,
     TrainRecipe,
     make_optimizer,

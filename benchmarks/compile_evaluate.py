@@ -2,7 +2,7 @@
 
 For each seed, one random real IPC-``--ipc`` subset of ``--dataset`` is evaluated twice in this
 process by the same ``--nets`` ConvNetW32 networks (same initializations, batch orders and
-augmentation draws): eagerly and with ``compile=True`` (``ptmdd_helpers.compiling``). Printed per
+augmentation draws): eagerly and with ``compile=True`` (``ptmdd_helpers.networks.compiling``). Printed per
 seed: each call's seconds (the first compiled call includes the compilation) and the mean
 accuracy of each; then the mean paired difference (compiled − eager, points) over the seeds.
 The protocol is the cpu profile's (``--method DM``: 300 epochs with DSA augmentation).
@@ -24,13 +24,10 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from ptmdd_helpers.data import load_dataset  # noqa: E402
+from ptmdd_helpers.data.datasets import load_dataset  # noqa: E402
 from ptmdd_helpers.distill import protocol_for  # noqa: E402
-from ptmdd_helpers.evaluate import (  # noqa: E402
-    evaluate_images,
-    evaluation_seed_parts,
-    random_real_subset,
-)
+from ptmdd_helpers.evaluation.evaluate import evaluate_images  # noqa: E402
+from ptmdd_helpers.evaluation.training_sets import evaluation_seed_parts, random_real_subset  # noqa: E402
 from ptmdd_helpers.seeding import make_generator  # noqa: E402
 
 

@@ -10,7 +10,7 @@ import json
 import sys
 
 from ptmdd_helpers import study
-from ptmdd_helpers.store import spec_id
+from ptmdd_helpers.specs import spec_id
 
 
 def grid_dump(profile: str) -> dict:

@@ -3,7 +3,7 @@
 For each synthetic set (a distillation run of a store, ``--runs``) or random real subset
 (``--real K``: K images per class), trains ``--nets`` fresh networks with
 ``evaluate_images`` under the set's own evaluation protocol (DC: no augmentation; DSA/DM: DSA),
-once with ``precision="fp32"`` and once with ``"bf16"`` (:data:`ptmdd_helpers.training.PRECISIONS`),
+once with ``precision="fp32"`` and once with ``"bf16"`` (:data:`ptmdd_helpers.networks.training.PRECISIONS`),
 and prints per set the mean ± sample SD (ddof 1, over networks; ``ptmdd_helpers.spread``) of the
 test accuracy in each
 precision, their difference and the seconds per network. This is the accuracy study behind
@@ -26,14 +26,15 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from ptmdd_helpers.data import load_dataset  # noqa: E402
+from ptmdd_helpers.data.datasets import load_dataset  # noqa: E402
 from ptmdd_helpers.distill import protocol_for  # noqa: E402
-from ptmdd_helpers.evaluate import evaluate_images, random_real_subset  # noqa: E402
+from ptmdd_helpers.evaluation.evaluate import evaluate_images  # noqa: E402
+from ptmdd_helpers.evaluation.training_sets import random_real_subset  # noqa: E402
 from ptmdd_helpers.malloc import tune_malloc  # noqa: E402
+from ptmdd_helpers.networks.training import PRECISIONS  # noqa: E402
 from ptmdd_helpers.seeding import make_generator  # noqa: E402
 from ptmdd_helpers.spread import mean_sd  # noqa: E402
-from ptmdd_helpers.store import RunStore  # noqa: E402
-from ptmdd_helpers.training import PRECISIONS  # noqa: E402
+from ptmdd_helpers.store.runstore import RunStore  # noqa: E402
 
 
 def stored_set(store: RunStore, run_id: str) -> tuple[dict, torch.Tensor, torch.Tensor]:

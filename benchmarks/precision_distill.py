@@ -26,9 +26,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from ptmdd_helpers import study  # noqa: E402
-from ptmdd_helpers.runs import EvaluationSpec, distill_run, evaluation_run  # noqa: E402
+from ptmdd_helpers.report.verdicts import paired_interval  # noqa: E402
+from ptmdd_helpers.store.runs import EvaluationSpec, distill_run, evaluation_run  # noqa: E402
 from ptmdd_helpers.study import grids, values  # noqa: E402
-from ptmdd_helpers.verdicts import paired_interval  # noqa: E402
 
 
 def compare_precisions(params: dict, method: str, seeds: list[int]) -> dict:

@@ -31,8 +31,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from ptmdd_helpers.distill import distill, protocol_for  # noqa: E402
-from ptmdd_helpers.evaluate import evaluate_images  # noqa: E402
-from ptmdd_helpers.training import PRECISIONS  # noqa: E402
+from ptmdd_helpers.evaluation.evaluate import evaluate_images  # noqa: E402
+from ptmdd_helpers.networks.training import PRECISIONS  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("bench", Path(__file__).with_name("bench.py"))
 bench = importlib.util.module_from_spec(_spec)

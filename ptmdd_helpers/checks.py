@@ -8,7 +8,6 @@ caller names the value: an option (``--ipc``) or an argument (``make_spec: ipc``
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 
 def _shown(value: object, right_type: bool = False) -> str:
@@ -65,16 +64,6 @@ def check_names(value: object, name: str, *, what: str = "architecture names") -
     if not value or not all(isinstance(item, str) and item for item in value):
         raise ValueError(f"{name} must hold at least one of the {what}, each a non-empty "
                          f"string; got {value!r}")
-
-
-def check_models(names: Sequence[str], name: str) -> None:
-    """Raise ``ValueError`` unless every entry of ``names`` is a registered architecture."""
-    from .models import list_models
-
-    unknown = [arch for arch in names if arch not in list_models()]
-    if unknown:
-        raise ValueError(f"{name}: unknown model(s) {', '.join(map(repr, unknown))}; valid: "
-                         f"{', '.join(list_models())} (see: ptmdd models)")
 
 
 # Evaluation networks per architecture: each trains from scratch, and the mean over networks has

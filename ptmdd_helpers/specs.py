@@ -3,7 +3,7 @@
 A spec is a frozen dataclass; its canonical JSON (:func:`canonical_json`) hashes to a run id such
 as ``distill-3fa9c1e07b2d4a11`` (:func:`spec_id`). A field added to a spec class after runs were
 stored is declared with :func:`added_field`: at its default it is left out of the canonical JSON,
-so the stored runs keep their ids. Everything here is re-exported by :mod:`ptmdd_helpers.store`.
+so the stored runs keep their ids. The run store (:mod:`ptmdd_helpers.store`) builds on these.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
-from ptmdd_helpers.data import LoadedDataset, load_dataset
+from ptmdd_helpers.data.datasets import LoadedDataset, load_dataset
 from ptmdd_helpers.distill import get_method
 
 REPO = Path(__file__).resolve().parents[1]

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ptmdd_helpers.augment import (
+from ptmdd_helpers.data.augment import (
     OPS,
     DSAConfig,
     DSAParams,

@@ -11,19 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from ptmdd_helpers.cli import main
+from ptmdd_helpers.cli.commands import main
 from ptmdd_helpers.distill import DistillSpec, make_spec, protocol_for
-from ptmdd_helpers.evaluate import EvalProtocol
-from ptmdd_helpers.guidance import GuidanceSpec, parse_alphas
-from ptmdd_helpers.runs import (
-    EvaluationSpec,
-    RealSubsetSpec,
-    Workspace,
-    distill_run,
-    evaluation_run,
-)
-from ptmdd_helpers.store import RunStore
-from ptmdd_helpers.training import resolve_device
+from ptmdd_helpers.evaluation.protocol import EvalProtocol
+from ptmdd_helpers.networks.training import resolve_device
+from ptmdd_helpers.pools.guidance import GuidanceSpec, parse_alphas
+from ptmdd_helpers.store.runs import EvaluationSpec, RealSubsetSpec, Workspace, distill_run, evaluation_run
+from ptmdd_helpers.store.runstore import RunStore
 
 
 def _files(root: Path) -> list[Path]:

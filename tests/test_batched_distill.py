@@ -15,17 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from ptmdd_helpers.data import LoadedDataset, get_info, load_dataset
+from ptmdd_helpers.data.datasets import LoadedDataset, get_info, load_dataset
 from ptmdd_helpers.distill import distill, make_spec
 from ptmdd_helpers.distill.dc import batched_matching_loss, class_gradients, looped_matching_loss
-from ptmdd_helpers.distill.dm import (
-    embed_in_passes,
-    looped_mean_embedding_distance,
-    mean_embedding_distance,
-)
+from ptmdd_helpers.distill.dm import embed_in_passes, looped_mean_embedding_distance, mean_embedding_distance
 from ptmdd_helpers.distill.grouped import activation_bytes, grouped_support, images_per_pass
 from ptmdd_helpers.distill.matching import matched_parameters
-from ptmdd_helpers.models import create_model
+from ptmdd_helpers.networks.models import create_model
 from ptmdd_helpers.seeding import make_generator
 
 FAST = {"model": "ConvNetW32", "batch_real": 16}

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ptmdd_helpers.models import create_model
+from ptmdd_helpers.networks.models import create_model
 
 
 @pytest.fixture(scope="module")

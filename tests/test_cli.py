@@ -6,13 +6,13 @@ import json
 import subprocess
 import sys
 
-from ptmdd_helpers.cli import main
-from ptmdd_helpers.models import list_models
+from ptmdd_helpers.cli.commands import main
+from ptmdd_helpers.networks.models import list_models
 
 
 def test_models_lists_the_registry_one_per_line():
     # test_models.py checks that the registry holds exactly the study's names
-    out = subprocess.run([sys.executable, "-m", "ptmdd_helpers.cli", "models"],
+    out = subprocess.run([sys.executable, "-m", "ptmdd_helpers.cli.commands", "models"],
                          capture_output=True, text=True, check=True).stdout.splitlines()
     assert out == list_models() and "ResNet18BN_AP" in out
 
@@ -30,7 +30,7 @@ def test_pretrain_twice_trains_once(tmp_path, capsys):
 
 def test_bad_input_is_one_line_without_traceback(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "ptmdd_helpers.cli", "pretrain", "--source", "NoSuchSet",
+        [sys.executable, "-m", "ptmdd_helpers.cli.commands", "pretrain", "--source", "NoSuchSet",
          "--arch", "ConvNet", "--pool-root", str(tmp_path)],
         capture_output=True, text=True,
     )
@@ -54,7 +54,7 @@ def test_evaluate_in_bf16_is_its_own_stored_run(tmp_path, capsys):
 def test_a_bad_option_leaves_no_orphan_run_directory(tmp_path):
     # the whole table of bad options is in test_bad_input.py; this one runs the real process
     result = subprocess.run(
-        [sys.executable, "-m", "ptmdd_helpers.cli", "distill", "--dataset", "Digits", "--method",
+        [sys.executable, "-m", "ptmdd_helpers.cli.commands", "distill", "--dataset", "Digits", "--method",
          "DC", "--ipc", "1", "--iterations", "2", "--checkpoint-every", "0", "--no-eval",
          "--store", str(tmp_path / "store"), "--pool-root", str(tmp_path / "pools"), "--quiet"],
         capture_output=True, text=True,

@@ -1,4 +1,4 @@
-"""Compiled evaluation training (ptmdd_helpers.compiling): what compiles, that its gradients agree
+"""Compiled evaluation training (ptmdd_helpers.networks.compiling): what compiles, that its gradients agree
 with eager's, that it repeats, and that a failing compilation falls back to eager training."""
 
 from __future__ import annotations
@@ -7,12 +7,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ptmdd_helpers import compiling
 from ptmdd_helpers.distill import protocol_for
-from ptmdd_helpers.evaluate import evaluate_images, random_real_subset
-from ptmdd_helpers.models import create_model
-from ptmdd_helpers.runs import Workspace
+from ptmdd_helpers.evaluation.evaluate import evaluate_images
+from ptmdd_helpers.evaluation.training_sets import random_real_subset
+from ptmdd_helpers.networks import compiling
+from ptmdd_helpers.networks.models import create_model
 from ptmdd_helpers.seeding import make_generator
+from ptmdd_helpers.store.runs import Workspace
 
 CPU = torch.device("cpu")
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from ptmdd_helpers import data
-from ptmdd_helpers.data import DataUnavailableError, get_info, load_dataset
+from ptmdd_helpers.data import datasets as data
+from ptmdd_helpers.data.datasets import DataUnavailableError, get_info, load_dataset
 from ptmdd_helpers.seeding import make_generator
 
 

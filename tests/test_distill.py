@@ -7,14 +7,14 @@ import dataclasses
 import pytest
 import torch
 
-from ptmdd_helpers.data import LoadedDataset, load_dataset
+from ptmdd_helpers.data.datasets import LoadedDataset, load_dataset
 from ptmdd_helpers.distill import DistillationDiverged, distill, loops_for_ipc, make_spec
 from ptmdd_helpers.distill.dm import mean_embedding_distance
 from ptmdd_helpers.distill.engine import LOG_EVERY
 from ptmdd_helpers.distill.matching import layer_distance, match_loss
-from ptmdd_helpers.models import create_model
-from ptmdd_helpers.runs import Workspace, distill_run
-from ptmdd_helpers.store import RunStore
+from ptmdd_helpers.networks.models import create_model
+from ptmdd_helpers.store.runs import Workspace, distill_run
+from ptmdd_helpers.store.runstore import RunStore
 
 FAST = {"model": "ConvNetW32", "batch_real": 16}
 

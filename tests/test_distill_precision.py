@@ -11,9 +11,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import ptmdd_helpers.distill as distill_package
 from ptmdd_helpers.distill import distill, make_spec
-from ptmdd_helpers.models import create_model
-from ptmdd_helpers.runs import Workspace, distill_run
-from ptmdd_helpers.store import spec_id
+from ptmdd_helpers.networks.models import create_model
+from ptmdd_helpers.specs import spec_id
+from ptmdd_helpers.store.runs import Workspace, distill_run
 
 FAST = {"model": "ConvNetW32", "batch_real": 16}
 MTT = {"syn_steps": 3, "max_start_epoch": 2, "lr_img": 10.0, "n_experts": 1}

@@ -8,8 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from ptmdd_helpers.diversity import gain_correlation, linear_cka, pool_diversity
-from ptmdd_helpers.pools import MemberSpec, TrainRecipe, load_member, train_member
+from ptmdd_helpers.networks.training import TrainRecipe
+from ptmdd_helpers.pools.diversity import gain_correlation, linear_cka, pool_diversity
+from ptmdd_helpers.pools.members import MemberSpec
+from ptmdd_helpers.pools.pool import load_member
+from ptmdd_helpers.pools.pretrain import train_member
 
 ONE_EPOCH = TrainRecipe(epochs=1, lr=0.01, momentum=0.9, weight_decay=0.005, batch_size=256,
                         milestones=(50, 100))

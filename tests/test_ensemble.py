@@ -21,22 +21,21 @@ import pytest
 import torch
 from torch import nn
 
-import ptmdd_helpers.evaluate as ev
-from ptmdd_helpers import models
+import ptmdd_helpers.evaluation.evaluate as ev
 from ptmdd_helpers.distill import protocol_for
-from ptmdd_helpers.ensemble import Ensemble, ensemble_support
-from ptmdd_helpers.evaluate import (
+from ptmdd_helpers.evaluation.evaluate import (
     _augmenter,
     _network,
     ensemble_fallback_reason,
     evaluate_images,
-    network_seed_parts,
-    random_real_subset,
     train_and_test,
     uses_ensemble,
 )
+from ptmdd_helpers.evaluation.training_sets import network_seed_parts, random_real_subset
+from ptmdd_helpers.networks import models
+from ptmdd_helpers.networks.ensemble import Ensemble, ensemble_support
+from ptmdd_helpers.networks.training import accuracy, make_optimizer, train_epoch
 from ptmdd_helpers.seeding import make_generator
-from ptmdd_helpers.training import accuracy, make_optimizer, train_epoch
 
 N_NETS = 3
 ATOL_FLOAT64 = 1e-12

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-import ptmdd_helpers.evaluate as ev
-from ptmdd_helpers.augment import (
+import ptmdd_helpers.evaluation.evaluate as ev
+from ptmdd_helpers.data.eval_augment import (
     DC_AUGMENTS,
     DCAugConfig,
     apply_dc_params,
@@ -16,13 +16,9 @@ from ptmdd_helpers.augment import (
     sample_dc_params,
 )
 from ptmdd_helpers.distill import protocol_for
-from ptmdd_helpers.evaluate import (
-    AUGMENTS,
-    EvalProtocol,
-    evaluate_images,
-    random_real_subset,
-    train_and_test,
-)
+from ptmdd_helpers.evaluation.evaluate import evaluate_images, train_and_test
+from ptmdd_helpers.evaluation.protocol import AUGMENTS, EvalProtocol
+from ptmdd_helpers.evaluation.training_sets import random_real_subset
 from ptmdd_helpers.seeding import make_generator
 
 ARCH = "ConvNetW32"

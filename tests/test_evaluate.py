@@ -8,22 +8,17 @@ import math
 import pytest
 import torch
 
-import ptmdd_helpers.augment as aug
-import ptmdd_helpers.evaluate as ev
-from ptmdd_helpers.data import LoadedDataset
+import ptmdd_helpers.data.eval_augment as eval_aug
+import ptmdd_helpers.evaluation.evaluate as ev
+from ptmdd_helpers.data.datasets import LoadedDataset
 from ptmdd_helpers.distill import protocol_for
-from ptmdd_helpers.evaluate import (
-    EvalProtocol,
-    evaluate_images,
-    network_seed_parts,
-    random_real_subset,
-    summarize,
-    train_and_test,
-)
-from ptmdd_helpers.models import create_model
+from ptmdd_helpers.evaluation.evaluate import evaluate_images, train_and_test
+from ptmdd_helpers.evaluation.protocol import EvalProtocol
+from ptmdd_helpers.evaluation.training_sets import network_seed_parts, random_real_subset, summarize
+from ptmdd_helpers.networks.models import create_model
+from ptmdd_helpers.networks.training import accuracy, inference_batch_size, train_epoch, with_precision
 from ptmdd_helpers.seeding import make_generator
-from ptmdd_helpers.store import canonical_json, spec_id
-from ptmdd_helpers.training import accuracy, inference_batch_size, train_epoch, with_precision
+from ptmdd_helpers.specs import canonical_json, spec_id
 
 ARCH = "ConvNetW32"
 
@@ -166,14 +161,14 @@ def test_random_real_subset_beats_chance_and_the_whole_set_beats_one_per_class(d
 
 def _recording_augment(monkeypatch):
     calls = []
-    original = aug.augment_per_sample  # what evaluation's DSA callable calls
+    original = eval_aug.augment_per_sample  # what evaluation's DSA callable calls
 
     def wrapped(images, config, generator):
         out = original(images, config, generator)
         calls.append((images.detach().clone(), out.detach().clone(), config))
         return out
 
-    monkeypatch.setattr(aug, "augment_per_sample", wrapped)
+    monkeypatch.setattr(eval_aug, "augment_per_sample", wrapped)
     return calls
 
 

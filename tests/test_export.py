@@ -6,10 +6,10 @@ import pytest
 import torch
 from PIL import Image
 
-from ptmdd_helpers.cli import main
-from ptmdd_helpers.data import get_info
-from ptmdd_helpers.export import export_formats, export_run
-from ptmdd_helpers.store import RunStore
+from ptmdd_helpers.cli.commands import main
+from ptmdd_helpers.data.datasets import get_info
+from ptmdd_helpers.store.export import export_formats, export_run
+from ptmdd_helpers.store.runstore import RunStore
 
 IPC = 2
 

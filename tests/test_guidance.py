@@ -7,9 +7,11 @@ from collections import Counter
 import pytest
 import torch
 
-from ptmdd_helpers.data import load_dataset
-from ptmdd_helpers.guidance import Guidance, GuidanceSpec, cclom_loss, validate_guidance
-from ptmdd_helpers.pools import TrainRecipe, recipe_identity, train_pool
+from ptmdd_helpers.data.datasets import load_dataset
+from ptmdd_helpers.networks.training import TrainRecipe
+from ptmdd_helpers.pools.guidance import Guidance, GuidanceSpec, cclom_loss, validate_guidance
+from ptmdd_helpers.pools.members import recipe_identity
+from ptmdd_helpers.pools.pretrain import train_pool
 from ptmdd_helpers.seeding import make_generator
 
 RECIPE = TrainRecipe(epochs=1)

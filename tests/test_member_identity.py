@@ -11,9 +11,10 @@ import pytest
 import yaml
 
 from ptmdd_helpers import study
-from ptmdd_helpers.cli import main
-from ptmdd_helpers.pools import MemberSpec, member_log
-from ptmdd_helpers.store import RunStore
+from ptmdd_helpers.cli.commands import main
+from ptmdd_helpers.pools.members import MemberSpec
+from ptmdd_helpers.pools.pool import member_log
+from ptmdd_helpers.store.runstore import RunStore
 from ptmdd_helpers.study.tasks import Task, dependencies
 
 PROFILE = {

@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from ptmdd_helpers import study
-from ptmdd_helpers.cli import main
+from ptmdd_helpers.cli.commands import main
 from ptmdd_helpers.distill import (
     Method,
     get_method,
@@ -22,7 +22,7 @@ from ptmdd_helpers.distill import (
     unregister_method,
 )
 from ptmdd_helpers.distill.methods import HELP
-from ptmdd_helpers.store import RunStore
+from ptmdd_helpers.store.runstore import RunStore
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ def test_ptmdd_distill_runs_the_toy_method_with_its_own_option(toy, tmp_path, ca
     run = next(r for r in RunStore(tmp_path / "store").runs("distill"))
     assert run.spec["options"] == {"__kind__": "ToyOptions", "weight": 3.0}
     initial = make_spec("Digits", "TOY", 1)
-    from ptmdd_helpers.data import load_dataset
+    from ptmdd_helpers.data.datasets import load_dataset
     from ptmdd_helpers.distill import initial_synthetic_set
 
     start, _ = initial_synthetic_set(initial, load_dataset("Digits"))

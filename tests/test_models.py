@@ -7,8 +7,8 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from ptmdd_helpers import models
-from ptmdd_helpers.models import create_model, is_batchnorm_model, list_models
+from ptmdd_helpers.networks import models
+from ptmdd_helpers.networks.models import create_model, is_batchnorm_model, list_models
 
 # (channels, image side): MNIST, CIFAR, Digits (sklearn 8×8)
 SHAPES = {"mnist": (1, 28), "cifar": (3, 32), "digits": (1, 8)}

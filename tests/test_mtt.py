@@ -12,32 +12,15 @@ import torch
 
 from ptmdd_helpers.distill import distill, load_resources, make_spec, protocol_for
 from ptmdd_helpers.distill.engine import DistillState
-from ptmdd_helpers.distill.mtt import (
-    mtt_iteration,
-    parameter_layout,
-    student_trajectory,
-    trajectory_loss,
-)
-from ptmdd_helpers.experts import flat_parameters
-from ptmdd_helpers.guidance import GuidanceSpec
-from ptmdd_helpers.models import create_model
-from ptmdd_helpers.pools import (
-    MTT_EXPERT_RECIPE,
-    MemberSpec,
-    PoolError,
-    TrainRecipe,
-    recipe_identity,
-    safe_load,
-    train_pool,
-)
-from ptmdd_helpers.runs import (
-    EvaluationSpec,
-    RealSubsetSpec,
-    Workspace,
-    distill_run,
-    evaluation_run,
-)
-from ptmdd_helpers.store import spec_id
+from ptmdd_helpers.distill.mtt import mtt_iteration, parameter_layout, student_trajectory, trajectory_loss
+from ptmdd_helpers.networks.models import create_model
+from ptmdd_helpers.networks.training import TrainRecipe
+from ptmdd_helpers.pools.experts import flat_parameters
+from ptmdd_helpers.pools.guidance import GuidanceSpec
+from ptmdd_helpers.pools.members import MTT_EXPERT_RECIPE, MemberSpec, PoolError, recipe_identity, safe_load
+from ptmdd_helpers.pools.pretrain import train_pool
+from ptmdd_helpers.specs import spec_id
+from ptmdd_helpers.store.runs import EvaluationSpec, RealSubsetSpec, Workspace, distill_run, evaluation_run
 
 # Digits (8×8, ~6 expert steps per epoch) needs fewer student steps and a smaller image lr than
 # CIFAR-10's defaults; these are the smoke profile's MTT settings.
@@ -83,7 +66,7 @@ def test_the_loss_is_zero_when_the_target_is_the_students_own_endpoint(digits):
 
 
 def _state(s, data, experts, images=None):
-    from ptmdd_helpers.augment import DSAConfig
+    from ptmdd_helpers.data.augment import DSAConfig
     from ptmdd_helpers.distill import initial_synthetic_set
 
     initial, labels = initial_synthetic_set(s, data)
@@ -112,7 +95,7 @@ def test_one_iteration_matches_its_definition_and_its_gradients_reach_images_and
     t = int(torch.randint(4, (), generator=draw))
     names, _ = parameter_layout(state.cache["student"])
     start, target = experts.flat(expert, t, names), experts.flat(expert, t + 2, names)
-    from ptmdd_helpers.augment import augment_per_sample
+    from ptmdd_helpers.data.augment import augment_per_sample
 
     augment_generator = state.generator("augment")
     final = student_trajectory(
@@ -149,7 +132,7 @@ def test_clom_with_alpha_zero_equals_mtt(digits, pool_root):
     guidance = GuidanceSpec("clom", "Digits", ("ConvNetW32",), 1, 1, (0.0,),
                             pool_recipe=recipe_identity(TrainRecipe(epochs=1, momentum=0.9,
                                                                     weight_decay=0.005)))
-    from ptmdd_helpers.guidance import Guidance
+    from ptmdd_helpers.pools.guidance import Guidance
 
     guided_spec = spec(guidance=guidance)
     assert spec_id(guided_spec) != spec_id(spec())
@@ -211,7 +194,7 @@ def test_experts_of_another_recipe_are_refused(pool_root):
 
 def test_the_command_line_distills_mtt_and_names_the_pretrain_command_for_missing_experts(
         tmp_path, pool_root):
-    base = [sys.executable, "-m", "ptmdd_helpers.cli", "distill", "--dataset", "Digits",
+    base = [sys.executable, "-m", "ptmdd_helpers.cli.commands", "distill", "--dataset", "Digits",
             "--method", "MTT", "--ipc", "1", "--model", "ConvNetW32", "--iterations", "2",
             "--syn-steps", "3", "--max-start-epoch", "2", "--lr-img", "10", "--quiet",
             "--device", "cpu", "--store", str(tmp_path / "store")]
@@ -225,12 +208,12 @@ def test_the_command_line_distills_mtt_and_names_the_pretrain_command_for_missin
                          "--eval-epochs", "2"], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     assert "learned lr" in ok.stdout and "augment dsa" in ok.stdout
-    from ptmdd_helpers.export import exported_set
-    from ptmdd_helpers.store import RunStore
+    from ptmdd_helpers.store.export import exported_set
+    from ptmdd_helpers.store.runstore import RunStore
 
     (run,) = RunStore(tmp_path / "store").runs("distill")
     assert exported_set(run)["learned_lr"] == pytest.approx(run.metrics["learned_lr"])
-    from ptmdd_helpers.cli import main
+    from ptmdd_helpers.cli.commands import main
 
     assert main([*base[3:], "--pool-root", str(pool_root), "--pool", "ConvNet", "--no-eval"]) == 2
     stray = subprocess.run([*base[:-4], "--method", "DM", "--syn-steps", "3"],

@@ -18,13 +18,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from ptmdd_helpers import compiling, evaluate, paths, pools
+from ptmdd_helpers import paths
 from ptmdd_helpers.checks import MAX_EVAL_NETS
-from ptmdd_helpers.cli import main
+from ptmdd_helpers.cli.commands import main
 from ptmdd_helpers.distill import make_spec, protocol_for
-from ptmdd_helpers.pools import MTT_EXPERT_RECIPE, train_pool
-from ptmdd_helpers.runs import EvaluationSpec, RealSubsetSpec, Workspace, distill_run, evaluation_run
-from ptmdd_helpers.store import FILES_KEY, QUARANTINE_DIR, RunStore
+from ptmdd_helpers.evaluation import evaluate
+from ptmdd_helpers.networks import compiling
+from ptmdd_helpers.pools import pool as pools
+from ptmdd_helpers.pools.members import MTT_EXPERT_RECIPE
+from ptmdd_helpers.pools.pretrain import train_pool
+from ptmdd_helpers.store.runfiles import FILES_KEY, QUARANTINE_DIR
+from ptmdd_helpers.store.runs import EvaluationSpec, RealSubsetSpec, Workspace, distill_run, evaluation_run
+from ptmdd_helpers.store.runstore import RunStore
 
 TINY = ["--eval-nets", "1", "--eval-epochs", "1", "--quiet", "--device", "cpu"]
 
@@ -119,7 +124,7 @@ def test_an_unwritable_export_folder_is_a_clean_error(failure, stored, tmp_path,
                                                       monkeypatch):
     """Tests run as root, for whom chmod does not stop writes: the two code paths of a read-only
     --out are driven directly (the access check, and an OSError while writing)."""
-    import ptmdd_helpers.export as export
+    import ptmdd_helpers.store.export as export
 
     out = tmp_path / "out"
     if failure == "no-write-permission":

@@ -7,17 +7,11 @@ import json
 import pytest
 import torch
 
-from ptmdd_helpers import pools
-from ptmdd_helpers.pools import (
-    MemberSpec,
-    MissingPoolError,
-    PoolError,
-    TrainRecipe,
-    load_member,
-    load_pool,
-    train_pool,
-    write_initial_checkpoint,
-)
+from ptmdd_helpers.networks.training import TrainRecipe
+from ptmdd_helpers.pools import pretrain
+from ptmdd_helpers.pools.members import MemberSpec, MissingPoolError, PoolError
+from ptmdd_helpers.pools.pool import load_member, load_pool
+from ptmdd_helpers.pools.pretrain import train_pool, write_initial_checkpoint
 
 RECIPE = TrainRecipe(epochs=2, lr=0.01, momentum=0.9, weight_decay=0.005, batch_size=256,
                      milestones=(50, 100))
@@ -44,7 +38,7 @@ def test_complete_members_are_skipped(tmp_path, monkeypatch):
     def must_not_train(*args, **kwargs):
         raise AssertionError("a complete member was trained again")
 
-    monkeypatch.setattr(pools, "train_epoch", must_not_train)
+    monkeypatch.setattr(pretrain, "train_epoch", must_not_train)
     logs = train_pool("Digits", ["ConvNet"], 1, RECIPE, root=tmp_path, progress=False)
     assert logs[("ConvNet", 0)].completed == 2
 
@@ -59,7 +53,7 @@ def test_initial_checkpoint_is_the_untrained_start_of_training(tmp_path):
                         milestones=(50, 100))
     train_pool("Digits", ["ConvNetW32"], 1, first, root=tmp_path, progress=False)
     trained = load_member("Digits", "ConvNetW32", 0, 1, root=tmp_path)
-    fresh = pools.build_member_model("ConvNetW32", "Digits", 0)
+    fresh = pretrain.build_member_model("ConvNetW32", "Digits", 0)
     for name, value in untrained.state_dict().items():
         assert torch.equal(value, fresh.state_dict()[name]), name
     assert any(not torch.equal(v, trained.state_dict()[k]) for k, v in untrained.state_dict().items())
@@ -78,7 +72,7 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path, monkeypatch)
     train_pool("Digits", ["ConvNetW32"], 1, recipe, root=tmp_path / "straight", progress=False)
 
     calls = {"n": 0}
-    real_train_epoch = pools.train_epoch
+    real_train_epoch = pretrain.train_epoch
 
     def killed_during_third_epoch(*args, **kwargs):
         calls["n"] += 1
@@ -86,12 +80,12 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path, monkeypatch)
             raise KeyboardInterrupt
         return real_train_epoch(*args, **kwargs)
 
-    monkeypatch.setattr(pools, "train_epoch", killed_during_third_epoch)
+    monkeypatch.setattr(pretrain, "train_epoch", killed_during_third_epoch)
     with pytest.raises(KeyboardInterrupt):
         train_pool("Digits", ["ConvNetW32"], 1, recipe, root=tmp_path / "killed", progress=False)
     member = tmp_path / "killed" / "Digits" / "ConvNetW32" / "seed0"
     assert not (member / "epoch_3.pt").exists()
-    monkeypatch.setattr(pools, "train_epoch", real_train_epoch)
+    monkeypatch.setattr(pretrain, "train_epoch", real_train_epoch)
     log = train_pool("Digits", ["ConvNetW32"], 1, recipe, root=tmp_path / "killed",
                      progress=False)[("ConvNetW32", 0)]
     assert [e["epoch"] for e in log.epochs] == [1, 2, 3]
@@ -136,7 +130,7 @@ class Payload:
 def test_pickle_payload_checkpoint_is_refused(tmp_path, capsys):
     member = MemberSpec("Digits", "ConvNet", 0).directory(tmp_path)
     member.mkdir(parents=True)
-    model = pools.build_member_model("ConvNet", "Digits", 0)
+    model = pretrain.build_member_model("ConvNet", "Digits", 0)
     torch.save({"state_dict": model.state_dict(), "meta": Payload()}, member / "epoch_1.pt")
     with pytest.raises(PoolError, match="pickle payload"):
         load_member("Digits", "ConvNet", 0, 1, root=tmp_path)
@@ -146,7 +140,7 @@ def test_pickle_payload_checkpoint_is_refused(tmp_path, capsys):
 def test_checkpoint_of_another_architecture_is_refused(tmp_path):
     member = MemberSpec("Digits", "ConvNet", 0).directory(tmp_path)
     member.mkdir(parents=True)
-    other = pools.build_member_model("ConvNetW32", "Digits", 0)
+    other = pretrain.build_member_model("ConvNetW32", "Digits", 0)
     torch.save({"state_dict": other.state_dict(), "meta": {}}, member / "epoch_1.pt")
     with pytest.raises(PoolError, match="does not fit architecture ConvNet"):
         load_member("Digits", "ConvNet", 0, 1, root=tmp_path)

@@ -8,21 +8,20 @@ import math
 import pytest
 import torch
 
-from ptmdd_helpers.cli import main
-from ptmdd_helpers.pools import (
+from ptmdd_helpers.cli.commands import main
+from ptmdd_helpers.networks.training import TrainRecipe
+from ptmdd_helpers.pools.members import (
     PAPER_POOL_RECIPE,
     MemberSpec,
     MissingPoolError,
     PoolError,
-    TrainRecipe,
-    load_member,
-    load_pool,
     member_complete,
     pool_recipe,
     recipe_identity,
-    train_pool,
     validate_recipe,
 )
+from ptmdd_helpers.pools.pool import load_member, load_pool
+from ptmdd_helpers.pools.pretrain import train_pool
 
 
 def _pretrain(tmp_path, *extra: str) -> list[str]:

@@ -9,16 +9,10 @@ import shutil
 import pytest
 import torch
 
-from ptmdd_helpers import pools
-from ptmdd_helpers.pools import (
-    MemberSpec,
-    PoolError,
-    TrainRecipe,
-    check_member,
-    member_complete,
-    train_member,
-    train_pool,
-)
+from ptmdd_helpers.networks.training import TrainRecipe
+from ptmdd_helpers.pools import pretrain
+from ptmdd_helpers.pools.members import MemberSpec, PoolError, check_member, member_complete
+from ptmdd_helpers.pools.pretrain import train_member, train_pool
 
 ARCH = "ConvNetW32"
 # 3 epochs with a milestone (scheduler state matters) and epoch 2 not kept (a skipped checkpoint)
@@ -38,7 +32,7 @@ class Writes:
     def __init__(self, monkeypatch, crash_at: int | None = None) -> None:
         self.names: list[str] = []
         self.crash_at = crash_at
-        real_text, real_save = pools.atomic_write_text, pools.atomic_torch_save
+        real_text, real_save = pretrain.atomic_write_text, pretrain.atomic_torch_save
 
         def write_text(path, text):
             self._before(path)
@@ -48,8 +42,8 @@ class Writes:
             self._before(path)
             real_save(obj, path)
 
-        monkeypatch.setattr(pools, "atomic_write_text", write_text)
-        monkeypatch.setattr(pools, "atomic_torch_save", torch_save)
+        monkeypatch.setattr(pretrain, "atomic_write_text", write_text)
+        monkeypatch.setattr(pretrain, "atomic_torch_save", torch_save)
 
     def _before(self, path) -> None:
         if self.crash_at is not None and len(self.names) + 1 == self.crash_at:
@@ -59,13 +53,13 @@ class Writes:
 
 def _count_epochs(monkeypatch) -> list[int]:
     calls: list[int] = []
-    real = pools.train_epoch
+    real = pretrain.train_epoch
 
     def counted(*args, **kwargs):
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(pools, "train_epoch", counted)
+    monkeypatch.setattr(pretrain, "train_epoch", counted)
     return calls
 
 

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from ptmdd_helpers import family, report, verdicts
+from ptmdd_helpers import report
+from ptmdd_helpers.report import family, verdicts
 
 
 def _frame(groups: dict[str, dict[int, list[float]]]) -> pd.DataFrame:
@@ -138,7 +139,7 @@ def test_holm_decisions_on_hand_made_p_values():
         {"p_value": 0.06, "effect": 1.0, "relation": ">", "margin": 0.0},
         {"p_value": 0.003, "effect": -2.0, "relation": "<", "margin": 0.0},
     ]
-    assert report.family_decisions(claims) == [
+    assert family.family_decisions(claims) == [
         "supported", "not supported", "inconclusive", "supported"]
 
 

@@ -7,9 +7,11 @@ import statistics
 import pytest
 
 from ptmdd_helpers.distill import make_spec, protocol_for
-from ptmdd_helpers.guidance import GuidanceSpec
-from ptmdd_helpers.pools import TrainRecipe, recipe_identity, train_pool
-from ptmdd_helpers.runs import (
+from ptmdd_helpers.networks.training import TrainRecipe
+from ptmdd_helpers.pools.guidance import GuidanceSpec
+from ptmdd_helpers.pools.members import recipe_identity
+from ptmdd_helpers.pools.pretrain import train_pool
+from ptmdd_helpers.store.runs import (
     EvaluationSpec,
     RealSubsetSpec,
     WholeDatasetSpec,
@@ -17,7 +19,7 @@ from ptmdd_helpers.runs import (
     evaluation_run,
     spec_from_dict,
 )
-from ptmdd_helpers.store import RunStore
+from ptmdd_helpers.store.runstore import RunStore
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +73,6 @@ def test_stored_specs_round_trip(workspace):
                           "ConvNet", 5, protocol_for("DC"))
     import json
 
-    from ptmdd_helpers.store import canonical_json
+    from ptmdd_helpers.specs import canonical_json
 
     assert spec_from_dict(json.loads(canonical_json(spec))) == spec

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ptmdd_helpers.scores import label_robust_score, lrs_summary, lrs_table
+from ptmdd_helpers.evaluation.scores import label_robust_score, lrs_summary, lrs_table
 
 E, INV_E = math.e, math.exp(-1.0)
 

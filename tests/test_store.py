@@ -13,17 +13,10 @@ import torch
 from conftest import compute_run
 
 import ptmdd_helpers
-from ptmdd_helpers.store import (
-    RunContext,
-    RunError,
-    RunStore,
-    added_field,
-    atomic_torch_save,
-    atomic_write_text,
-    canonical_json,
-    spec_fields,
-    spec_id,
-)
+from ptmdd_helpers.atomic import atomic_torch_save, atomic_write_text
+from ptmdd_helpers.specs import added_field, canonical_json, spec_fields, spec_id
+from ptmdd_helpers.store.runfiles import RunContext, RunError
+from ptmdd_helpers.store.runstore import RunStore
 
 
 @dataclass(frozen=True)

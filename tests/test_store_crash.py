@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from ptmdd_helpers.distill import make_spec
-from ptmdd_helpers.runs import Workspace, distill_run
-from ptmdd_helpers.store import RunError, RunStore
+from ptmdd_helpers.store.runfiles import RunError
+from ptmdd_helpers.store.runs import Workspace, distill_run
+from ptmdd_helpers.store.runstore import RunStore
 
 SPEC = make_spec("Digits", "DM", 1, iterations=5, model="ConvNetW32", batch_real=16)
 

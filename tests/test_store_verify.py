@@ -13,17 +13,12 @@ import pytest
 import torch
 from conftest import compute_run
 
-from ptmdd_helpers.cli import main
+from ptmdd_helpers.atomic import atomic_torch_save
+from ptmdd_helpers.cli.commands import main
 from ptmdd_helpers.paths import PathError
-from ptmdd_helpers.store import (
-    FILES_KEY,
-    QUARANTINE_DIR,
-    RunContext,
-    RunError,
-    RunStore,
-    atomic_torch_save,
-    spec_id,
-)
+from ptmdd_helpers.specs import spec_id
+from ptmdd_helpers.store.runfiles import FILES_KEY, QUARANTINE_DIR, RunContext, RunError
+from ptmdd_helpers.store.runstore import RunStore
 
 
 @dataclass(frozen=True)

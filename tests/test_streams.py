@@ -10,15 +10,18 @@ import dataclasses
 import pytest
 import torch
 
-from ptmdd_helpers import runs as runs_module
-from ptmdd_helpers.cli import main
-from ptmdd_helpers.data import load_dataset
+from ptmdd_helpers.cli.commands import main
+from ptmdd_helpers.data.datasets import load_dataset
 from ptmdd_helpers.distill import distill, initial_synthetic_set, make_spec, protocol_for
 from ptmdd_helpers.distill.engine import DistillState
-from ptmdd_helpers.evaluate import _network, evaluation_seed_parts, network_seed_parts
-from ptmdd_helpers.guidance import Guidance, GuidanceSpec
-from ptmdd_helpers.pools import PoolError, TrainRecipe, recipe_identity, train_pool
-from ptmdd_helpers.runs import (
+from ptmdd_helpers.evaluation.evaluate import _network
+from ptmdd_helpers.evaluation.training_sets import evaluation_seed_parts, network_seed_parts
+from ptmdd_helpers.networks.training import TrainRecipe
+from ptmdd_helpers.pools.guidance import Guidance, GuidanceSpec
+from ptmdd_helpers.pools.members import PoolError, recipe_identity
+from ptmdd_helpers.pools.pretrain import train_pool
+from ptmdd_helpers.store import runs as runs_module
+from ptmdd_helpers.store.runs import (
     EvaluationSpec,
     RealSubsetSpec,
     Workspace,
@@ -26,7 +29,7 @@ from ptmdd_helpers.runs import (
     evaluation_run,
     training_set,
 )
-from ptmdd_helpers.store import RunStore
+from ptmdd_helpers.store.runstore import RunStore
 
 RECIPE = TrainRecipe(epochs=2)
 POOL = recipe_identity(RECIPE)

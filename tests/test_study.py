@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from ptmdd_helpers import report, study
-from ptmdd_helpers.store import RunStore
+from ptmdd_helpers.store.runstore import RunStore
 
 TINY = {
     "shared": {
@@ -178,7 +178,7 @@ def test_slurm_executor_through_submitit_local(tiny):
 
 def test_cli_dry_run_of_the_paper_profile(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "ptmdd_helpers.cli", "study", "--profile", "paper", "--dry-run",
+        [sys.executable, "-m", "ptmdd_helpers.cli.commands", "study", "--profile", "paper", "--dry-run",
          "--set", f"store={tmp_path / 'store'}", "--set", f"pool_root={tmp_path / 'pools'}"],
         capture_output=True, text=True, check=True,
     )

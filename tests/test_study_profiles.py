@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ptmdd_helpers import cli, paths, study
+from ptmdd_helpers import paths, study
+from ptmdd_helpers.cli import commands as cli
 
 # (override or profile edit, words the message must contain)
 BAD_OVERRIDES = [
@@ -124,7 +125,7 @@ def test_no_import_cycle_between_report_and_study():
     import subprocess
     import sys
 
-    code = ("import sys, ptmdd_helpers.report; "
+    code = ("import sys, ptmdd_helpers.report.tables; "
             "print('ptmdd_helpers.study' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})

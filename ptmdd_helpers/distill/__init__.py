@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from ..data import LoadedDataset
-from ..guidance import Guidance
+from ..data.datasets import LoadedDataset
+from ..pools.guidance import Guidance
 from . import dc, dm, mtt  # noqa: F401  (register DC, DSA, DM, MTT)
 from .engine import (
     CHECKPOINT_EVERY,
@@ -33,15 +33,7 @@ from .methods import (
     unregister_method,
 )
 from .mtt import MTT_BY_IPC, TrajectorySpec
-from .spec import (
-    LOOPS_BY_IPC,
-    DistillSpec,
-    check_spec,
-    initial_set_key,
-    loops_for_ipc,
-    make_spec,
-    with_seed,
-)
+from .spec import LOOPS_BY_IPC, DistillSpec, check_spec, initial_set_key, loops_for_ipc, make_spec, with_seed
 
 
 def load_resources(spec: DistillSpec, pool_root: str | Path | None = None):
@@ -64,8 +56,10 @@ def distill(
     resources=None,
     pool_root: str | Path | None = None,
 ) -> dict:
-    """Distill ``data`` by ``spec`` in memory (no store); return {"images", "labels", "history",
-    "seconds", "learned"} (the method's learned tensors, e.g. MTT's ``learned_lr``).
+    """Distill ``data`` by ``spec`` in memory; return {"images", "labels", "history", "seconds",
+    "learned"} (the method's learned tensors, e.g. MTT's ``learned_lr``). The one entry point of a
+    distillation: :func:`~ptmdd_helpers.store.runs.distill_run` (the CLI's and the study's) calls
+    it inside the store's job, with the job's checkpoint callbacks.
 
     ``batched=False`` runs the per-class reference path (same draws, same results up to rounding).
     The method's ``resources`` default to :func:`load_resources` under ``pool_root``.

@@ -19,9 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..augment import augment_per_sample, dc_reference_augment
-from ..models import is_batchnorm_model
-from ..training import train_epoch, with_precision
+from ..data.augment import augment_per_sample
+from ..data.eval_augment import dc_reference_augment
+from ..networks.models import is_batchnorm_model
+from ..networks.training import train_epoch, with_precision
 from .engine import DistillState
 from .grouped import grouped_support, images_per_pass, per_group_gradients
 from .matching import match_loss, match_loss_per_class, matched_parameters

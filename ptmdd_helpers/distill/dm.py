@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..training import full_precision
+from ..networks.training import full_precision
 from .engine import DistillState
 from .grouped import couples_samples, images_per_pass
 from .methods import Method, register_method

@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from ..augment import DSAConfig, siamese_augment
-from ..data import LoadedDataset
-from ..guidance import Guidance
-from ..models import create_model, list_models
+from ..data.augment import DSAConfig, siamese_augment
+from ..data.datasets import LoadedDataset
+from ..networks.models import create_model, list_models
+from ..networks.training import autocast, fp32_normalization, seeded_model
+from ..pools.guidance import Guidance
 from ..seeding import make_generator
-from ..training import autocast, fp32_normalization, seeded_model
 from .matching import METRICS
 from .methods import get_method
 from .spec import INITS, DistillSpec, initial_set_key
@@ -224,7 +224,7 @@ def run_distillation(
 
     ``batched=False`` computes the class losses one class at a time (the reference path, for tests
     and benchmarks); the default batches classes wherever that is exact. ``resources`` is what the
-    method reads (MTT: its expert trajectories, :class:`~ptmdd_helpers.experts.Experts`).
+    method reads (MTT: its expert trajectories, :class:`~ptmdd_helpers.pools.experts.Experts`).
     """
     method = get_method(spec.method)
     device = torch.device(device)

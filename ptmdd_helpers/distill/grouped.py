@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..training import full_precision
+from ..networks.training import full_precision
 
 # On a CPU, a pass is sized so that its largest activation is about 64 MB (128 FashionMNIST images
 # in ConvNet): on the 2-core test machine (benchmarks/README.md) DC IPC 1 with 256 real images per

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ..protocol import EvalProtocol
+from ..evaluation.protocol import EvalProtocol
 
 # The options' ``dataclasses.field(metadata=...)`` keys: the command-line flag (default
 # ``--<name>``; "": not on the command line) and its help text.

@@ -1,7 +1,7 @@
 """MTT (matching training trajectories, Cazenavette et al., CVPR 2022): one iteration.
 
 Per iteration an expert k and a start epoch t ∈ [0, T+) are drawn (stream ``"expert"``); θ_t and
-θ_{t+M} are that expert's checkpoints (:class:`~ptmdd_helpers.experts.Experts`). From θ_t the
+θ_{t+M} are that expert's checkpoints (:class:`~ptmdd_helpers.pools.experts.Experts`). From θ_t the
 student takes N SGD steps on mini-batches of the synthetic set (``batch_syn`` images, a fresh
 permutation whenever one is used up, stream ``"inner order"``; per-image DSA in MTT's way, stream
 ``"augment"``), with the learned learning rate η: θ_{n+1} = θ_n − η ∇ CE(f(x_n; θ_n), y_n),
@@ -22,10 +22,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from ..augment import augment_per_sample
 from ..checks import check_int, check_number
-from ..pool_members import MTT_EXPERT_RECIPE, NAMED_RECIPES, MemberSpec, recipe_identity
-from ..training import autocast, full_precision
+from ..data.augment import augment_per_sample
+from ..networks.training import autocast, full_precision
+from ..pools.members import MTT_EXPERT_RECIPE, NAMED_RECIPES, MemberSpec, recipe_identity
 from .engine import DistillState
 from .methods import FLAG, HELP, Method, register_method
 from .spec import nearest_ipc
@@ -48,7 +48,7 @@ class TrajectorySpec:
 
     The experts are members 0 … ``n_experts``−1 of the distillation's ``model`` trained on its
     ``dataset`` with the named pool recipe ``recipe`` (its folder, ``ptmdd pretrain --recipe``);
-    ``pool_recipe`` is that recipe's identity (:func:`~ptmdd_helpers.pools.recipe_identity`), so
+    ``pool_recipe`` is that recipe's identity (:func:`~ptmdd_helpers.pools.pool.recipe_identity`), so
     experts trained otherwise give other run ids. Per iteration an expert and a start epoch
     t ∈ [0, ``max_start_epoch``) are drawn; the student takes ``syn_steps`` SGD steps from θ_t on
     ``batch_syn`` synthetic images each (0: all of them) with a learned learning rate (starting at
@@ -96,7 +96,7 @@ def check_trajectory(trajectory: TrajectorySpec, where: str) -> None:
                          f"({', '.join(NAMED_RECIPES)}), got {trajectory.recipe!r}")
     if not isinstance(trajectory.pool_recipe, str) or not trajectory.pool_recipe:
         raise ValueError(f"{where}: trajectory pool_recipe must be a pool identity string "
-                         f"(pools.recipe_identity), got {trajectory.pool_recipe!r}")
+                         f"(pools.members.recipe_identity), got {trajectory.pool_recipe!r}")
 
 
 def parameter_layout(net: nn.Module) -> tuple[list[str], list[torch.Size]]:
@@ -173,7 +173,7 @@ def mtt_iteration(state: DistillState) -> torch.Tensor:
 def check_mtt(spec, where: str) -> None:
     """Check MTT's settings of ``spec``: :func:`check_trajectory`, and a student batch no larger
     than the synthetic set (a larger one would be the whole set under another run id)."""
-    from ..data import get_info
+    from ..data.datasets import get_info
 
     check_trajectory(spec.trajectory, where)
     images = int(spec.ipc) * get_info(spec.dataset).num_classes
@@ -204,8 +204,9 @@ def bind_expert_recipe(spec, recipe_name: str, identity: str):
 
 
 def load_experts(spec, pool_root):
-    """The expert trajectories ``spec`` matches, checked now (:class:`~ptmdd_helpers.experts.Experts`)."""
-    from ..experts import Experts
+    """The expert trajectories ``spec`` matches, checked now
+    (:class:`~ptmdd_helpers.pools.experts.Experts`)."""
+    from ..pools.experts import Experts
 
     trajectory = spec.trajectory
     return Experts(spec.dataset, spec.model, trajectory.n_experts, trajectory.needed_epochs,
@@ -215,7 +216,7 @@ def load_experts(spec, pool_root):
 def resolve_cli_options(args, given: dict) -> dict:
     """``ptmdd distill --method MTT``: every expert on disk unless --experts, the experts'
     recipe identity as stored, and --pool (without --clom/--cclom) naming --model only."""
-    from ..experts import count_experts, stored_expert_identity
+    from ..pools.experts import count_experts, stored_expert_identity
 
     if args.pool is not None and not (args.clom or args.cclom) and list(args.pool) != [args.model]:
         raise ValueError(
@@ -227,7 +228,7 @@ def resolve_cli_options(args, given: dict) -> dict:
         given["n_experts"] = max(1, count_experts(args.dataset, args.model, "mtt", args.pool_root))
     identity = stored_expert_identity(args.dataset, args.model, given["n_experts"], "mtt",
                                       args.pool_root)
-    if identity is not None:  # the run id names the experts on disk (pools.recipe_identity)
+    if identity is not None:  # the run id names the experts on disk (pools.members.recipe_identity)
         given["pool_recipe"] = identity
     return given
 

@@ -6,9 +6,9 @@ from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
 
 from ..checks import check_bool, check_int, check_number
-from ..guidance import GuidanceSpec
+from ..networks.training import PRECISIONS
+from ..pools.guidance import GuidanceSpec
 from ..specs import added_field
-from ..training import PRECISIONS
 from .methods import REGISTRY, get_method, options_fields
 
 if TYPE_CHECKING:
@@ -96,7 +96,7 @@ def make_spec(dataset: str, method: str, ipc: int, **overrides) -> DistillSpec:
     Bad values raise ``ValueError`` naming the argument, its value and what is expected
     (:func:`check_spec`), before anything is computed or written.
     """
-    from ..data import get_info
+    from ..data.datasets import get_info
 
     entry = get_method(method)
     method = entry.name

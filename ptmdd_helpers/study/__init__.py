@@ -22,25 +22,15 @@ Every folder (store, pools, data, figures, executed notebooks) is resolved by
 
 from .batch import (
     GridSize,
-    batch_dir,
     dry_run,
     execute_notebook,
-    figures_dir,
     grid_size,
     machine_description,
-    notebook_path,
     run,
     run_study,
     stored_compute_seconds,
-    workspace,
 )
-from .frames import (
-    distillation_frame,
-    pool_diversity_frame,
-    pool_frame,
-    result_frame,
-    synthetic_sets,
-)
+from .frames import distillation_frame, pool_diversity_frame, pool_frame, result_frame, synthetic_sets
 from .grid import Grid, GridItem, PoolNeed, merge_members
 from .grids import build_grid
 from .profiles import (
@@ -53,7 +43,9 @@ from .profiles import (
     profile_path,
     select_notebooks,
 )
-from .tasks import EXECUTORS, Task, compute, execute_task, pending_tasks
+from .roots import batch_dir, figures_dir, notebook_path, workspace
+from .schema import EXECUTORS
+from .tasks import Task, compute, execute_task, pending_tasks
 from .values import architecture_pools
 
 __all__ = [

@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from .. import paths
-from ..pools import initial_path, member_complete, read_member_log
-from ..runs import Workspace
+from ..pools.members import member_complete, read_member_log
+from ..pools.pretrain import initial_path
+from ..store.runs import Workspace
 from .frames import result_frame
 from .grid import Grid
 from .grids import build_grid

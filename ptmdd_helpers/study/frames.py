@@ -1,6 +1,6 @@
 """The study's frames: a grid's results, its distillations and its pool members, as tidy tables.
 
-Rows are built by :func:`ptmdd_helpers.frames.run_records`, the builder the store's own frame uses.
+Rows are built by :func:`ptmdd_helpers.store.frames.run_records`, the builder the store's own frame uses.
 """
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from ..distill import DistillSpec
-from ..frames import run_records, tidy_frame
-from ..pools import member_log
-from ..runs import Workspace
+from ..pools.pool import member_log
+from ..store.frames import run_records, tidy_frame
+from ..store.runs import Workspace
 from .grid import Grid
 from .roots import workspace
 
@@ -61,7 +61,7 @@ def pool_frame(grid: Grid, ws: Workspace | None = None, per_epoch: bool = False)
     """Pool members of ``grid``: training time, storage, final test accuracy (or every epoch)."""
     import pandas as pd
 
-    from ..pools import resolve_pool_root
+    from ..pools.members import resolve_pool_root
 
     root = resolve_pool_root((ws or workspace(grid.params)).pool_root)
     records = []
@@ -128,11 +128,11 @@ def pool_diversity_frame(grid: Grid, ws: Workspace | None = None, max_images: in
 
     Columns: the items' labels that name the pool (e.g. ``n_models`` in 01, ``pool`` in 02), the
     pool's ``source``, ``archs``, ``n_models``, ``epoch``, and ``disagreement`` and
-    ``cka_distance`` from :func:`ptmdd_helpers.diversity.pool_diversity` (docs/method.md).
+    ``cka_distance`` from :func:`ptmdd_helpers.pools.diversity.pool_diversity` (docs/method.md).
     """
     import pandas as pd
 
-    from ..diversity import pool_diversity
+    from ..pools.diversity import pool_diversity
 
     ws = ws or workspace(grid.params)
     skip = {"method", "ipc", "condition", "target"}

@@ -1,6 +1,6 @@
 """A grid: what one notebook needs, as labelled evaluations and the pool checkpoints they read.
 
-A :class:`Grid` lists a notebook's labelled evaluations (:class:`~ptmdd_helpers.runs.EvaluationSpec`
+A :class:`Grid` lists a notebook's labelled evaluations (:class:`~ptmdd_helpers.store.runs.EvaluationSpec`
 whose subjects are distillations, random real subsets or the whole training set) and the pool
 checkpoints its distillations read (:class:`PoolNeed`); :mod:`.grids` builds one per notebook.
 """
@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..distill import DistillSpec
-from ..pools import MemberSpec
-from ..runs import EvaluationSpec
+from ..pools.members import MemberSpec
+from ..store.runs import EvaluationSpec
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from ..data import get_info
+from ..data.datasets import get_info
 from ..distill import DistillSpec, get_method, list_methods, make_spec
-from ..guidance import GuidanceSpec, make_guidance
-from ..pools import MemberSpec, recipe_identity
-from ..runs import EvaluationSpec, RealSubsetSpec, WholeDatasetSpec, subject_learns_lr
+from ..pools.guidance import GuidanceSpec, make_guidance
+from ..pools.members import MemberSpec, recipe_identity
+from ..store.runs import EvaluationSpec, RealSubsetSpec, WholeDatasetSpec, subject_learns_lr
 from .grid import Grid, PoolNeed
 from .profiles import NOTEBOOKS, StudyError
 from .values import (

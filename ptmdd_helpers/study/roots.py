@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import paths
-from ..runs import Workspace
+from ..store.runs import Workspace
 
 
 def workspace(params: Mapping[str, Any]) -> Workspace:

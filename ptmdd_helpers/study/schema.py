@@ -29,12 +29,12 @@ from pydantic import (
     create_model,
 )
 
-from ..augment import EVAL_AUGMENTS
+from ..data.eval_augment import EVAL_AUGMENTS
 from ..distill import REGISTRY, list_methods
 from ..distill.matching import METRICS
 from ..distill.spec import INITS
-from ..guidance import KINDS
-from ..training import PRECISIONS
+from ..networks.training import PRECISIONS
+from ..pools.guidance import KINDS
 
 EXECUTORS = ("local", "slurm")  # how the study runs its tasks (.tasks)
 PRECISION_NAMES = tuple(PRECISIONS)

@@ -23,14 +23,10 @@ from typing import Any
 
 from ..distill import DistillSpec, get_method
 from ..distill.methods import import_method_modules, method_modules
-from ..pools import (
-    MemberSpec,
-    initial_path,
-    member_complete,
-    write_initial_checkpoint,
-)
-from ..runs import Workspace
-from ..store import spec_id
+from ..pools.members import MemberSpec, member_complete
+from ..pools.pretrain import initial_path, write_initial_checkpoint
+from ..specs import spec_id
+from ..store.runs import Workspace
 from ..work import computed_count
 from .grid import Grid, merge_members, unique
 from .profiles import StudyError
@@ -123,8 +119,8 @@ def execute_task(task: Task, config: Mapping[str, Any]) -> tuple[str, str, str]:
     try:
         import torch
 
-        from ..pools import train_member
-        from ..runs import distill_run, evaluation_run
+        from ..pools.pretrain import train_member
+        from ..store.runs import distill_run, evaluation_run
 
         if config.get("threads"):
             torch.set_num_threads(int(config["threads"]))

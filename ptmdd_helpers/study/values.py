@@ -8,9 +8,10 @@ from dataclasses import replace
 from typing import Any
 
 from ..distill import list_methods, protocol_for
-from ..evaluate import EvalProtocol
-from ..pools import MTT_EXPERT_RECIPE, MemberSpec, PoolError, TrainRecipe
-from ..pools import ptm_epoch as resolve_ptm_epoch
+from ..evaluation.protocol import EvalProtocol
+from ..networks.training import TrainRecipe
+from ..pools.members import MTT_EXPERT_RECIPE, MemberSpec, PoolError
+from ..pools.pool import ptm_epoch as resolve_ptm_epoch
 from .profiles import StudyError
 
 Params = Mapping[str, Any]
@@ -24,7 +25,7 @@ def pool_recipe(params: Params) -> TrainRecipe:
 
 
 def expert_recipe(params: Params, needed: int) -> TrainRecipe:
-    """The recipe of MTT's experts: MTT's (pools.MTT_EXPERT_RECIPE) with the profile's
+    """The recipe of MTT's experts: MTT's (pools.members.MTT_EXPERT_RECIPE) with the profile's
     ``experts.recipe`` values; trained at least to the ``needed`` epoch."""
     raw = dict(((params.get("experts") or {}).get("recipe")) or {})
     if "milestones" in raw:
@@ -46,7 +47,7 @@ def kept_epochs(params: Params) -> tuple[int, ...] | None:
 
 def ptm_epoch(params: Params, requested: Any) -> int:
     """The PTM epoch ``requested`` names, the end of training being the recipe's epochs
-    (:func:`ptmdd_helpers.pools.ptm_epoch`, the resolver the CLI uses too)."""
+    (:func:`ptmdd_helpers.pools.pool.ptm_epoch`, the resolver the CLI uses too)."""
     try:
         return resolve_ptm_epoch(requested, pool_recipe(params).epochs, kept_epochs(params))
     except PoolError as error:

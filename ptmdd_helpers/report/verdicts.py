@@ -1,0 +1,367 @@
+"""Verdicts of the study's claims: paired by seed, one family per batch, and a planning aid.
+
+The unit of every verdict is the distillation seed. Per seed, the accuracies of the evaluation
+networks trained on one synthetic set are averaged (and, with ``average=["arch"]`` as in 06, the
+per-architecture means are averaged next: the same sets evaluated on several architectures are
+one unit, not several). Conditions compared at one seed share every random stream but the
+condition itself (common random numbers), so the comparison is **paired**: within each stratum
+(e.g. method and IPC) the treatment − baseline difference is taken seed by seed, and the 95 %
+t-interval is computed on those differences (equal weights over strata; with one stratum it is
+:func:`scipy.stats.ttest_rel`'s). Groups that share fewer than 2 seeds in a stratum (e.g.
+different targets) are compared **unpaired**, with Welch's interval over seeds, and the verdict
+says so. A group with fewer than 2 seeds gets no interval: "inconclusive (fewer than 2 seeds)".
+
+Each verdict also carries its two-sided p-value at the claim's no-effect point (0, or −δ for a
+"≥ with margin δ" claim), so that :func:`~.family.family_decisions` can apply Holm's step-down
+procedure over all claims of a batch, and :func:`seeds_needed`, the number of seeds at which the interval's
+half-width would fall below the observed distance from that point (a planning aid computed from the
+observed SD, not a power analysis).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from ..spread import sample_variance
+
+ACCURACY = "accuracy"
+SEED = "subject.seed"
+LEVEL = 0.95
+FEWER_THAN_TWO = "inconclusive (fewer than 2 seeds)"
+
+RULE = (
+    "unit = distillation seed (mean over its evaluation networks, and in 06 over evaluation "
+    "architectures). effect = treatment − baseline in accuracy points; paired by seed within each "
+    "stratum (common random numbers), 95 % t-interval on the per-seed differences, strata weighted "
+    "equally; Welch over seeds when the groups share no seeds (said as 'unpaired'); no interval "
+    "with fewer than 2 seeds. Claim 'treatment > baseline': supported if the interval's lower "
+    "bound > 0, not supported if its upper bound < 0, else inconclusive. Claim 'treatment ≥ "
+    "baseline' (not worse by more than a margin δ): supported if lower bound > −δ, not supported "
+    "if upper bound < −δ. 'raw' is that decision; 'Holm' is Holm's step-down decision at a "
+    "family-wise 5 % over all claims of the batch (two-sided p-values at the no-effect point)."
+)
+
+
+@dataclass(repr=False)
+class Verdict:
+    """The outcome of one claim: effect, paired 95 % interval, decision and how it was computed."""
+
+    claim: str
+    treatment: str
+    baseline: str
+    relation: str
+    margin: float
+    effect: float
+    low: float
+    high: float
+    df: float
+    p_value: float
+    paired: bool
+    unit: str
+    n_treatment: int  # seeds
+    n_baseline: int
+    sd_paired: float | None  # SD of the per-seed differences (pooled over strata)
+    sd_unpaired: float | None  # SD the difference of two independent seeds would have
+    label: str
+    seeds_needed: int | None = None
+    differences: list[dict[str, Any]] = field(default_factory=list)
+    runs: list[str] = field(default_factory=list)
+    holm: str | None = None
+    rule: str = RULE
+
+    @property
+    def half_width(self) -> float:
+        """Half the interval's width (NaN without an interval)."""
+        return (self.high - self.low) / 2 if math.isfinite(self.low) else math.nan
+
+    @property
+    def null(self) -> float:
+        """The no-effect point of the claim: 0, or −δ for '≥ with margin δ'."""
+        return -self.margin if self.relation == ">=" else 0.0
+
+    def text(self) -> str:
+        """One paragraph: claim, effect with its interval, per-seed differences, decision."""
+        relation = (f"≥ (margin {self.margin:g} points)" if self.relation == ">=" else
+                    self.relation)
+        if math.isfinite(self.low):
+            interval = (f"95 % CI [{self.low:+.2f}, {self.high:+.2f}] (half-width "
+                        f"{self.half_width:.2f})")
+        else:
+            interval = "no interval (fewer than 2 seeds in a group)"
+        lines = [
+            f"Claim: {self.claim}",
+            f"Test: {self.treatment} {relation} {self.baseline}: effect {self.effect:+.2f} points, "
+            f"{interval}; {self.unit}",
+        ]
+        if self.sd_paired is not None:
+            lines.append(f"SD of the per-seed differences {self.sd_paired:.2f} points (an "
+                         f"unpaired comparison of the same runs: {self.sd_unpaired:.2f})")
+        if self.differences:
+            shown = ", ".join(f"{d['difference']:+.2f}" for d in self.differences)
+            lines.append(f"Per-seed differences (points): {shown}")
+        decision = f"Verdict: {self.label}"
+        if self.holm is not None:
+            decision += f" (raw 95 % interval); Holm over the batch: {self.holm}"
+        lines.append(decision)
+        if self.seeds_needed is not None and self.label.startswith("inconclusive"):
+            lines.append(f"Planning aid: about {self.seeds_needed} seeds per stratum would bring "
+                         f"the half-width below the observed distance |effect − "
+                         f"({self.null:+g})| = {abs(self.effect - self.null):.2f} points, if "
+                         f"the SD stayed as observed")
+        return "\n".join(lines)
+
+    def summary(self) -> str:
+        """One line: the decision, the effect and its interval."""
+        interval = (f"[{self.low:+.2f}, {self.high:+.2f}]" if math.isfinite(self.low)
+                    else "no interval")
+        return (f"{self.label}: {self.treatment} vs {self.baseline}, effect {self.effect:+.2f} "
+                f"points, 95 % CI {interval}")
+
+    def __repr__(self) -> str:
+        return f"<Verdict {self.summary()}>"
+
+    def _repr_markdown_(self) -> str:
+        interval = (f"[{self.low:+.2f}, {self.high:+.2f}]" if math.isfinite(self.low)
+                    else "no interval (fewer than 2 seeds)")
+        return (f"**{self.label}** — {self.claim}  \n{self.treatment} vs {self.baseline}: "
+                f"effect {self.effect:+.2f} points, 95 % CI {interval}, {self.unit}")
+
+    def as_dict(self) -> dict[str, Any]:
+        """The verdict as plain data (JSON-friendly), with its half-width."""
+        return {**asdict(self), "half_width": self.half_width}
+
+
+def select(frame: pd.DataFrame, where: Mapping[str, Any] | pd.Series) -> pd.DataFrame:
+    """Rows of ``frame`` whose columns equal the given values (a list/tuple: any of them)."""
+    if isinstance(where, pd.Series):
+        return frame[where.to_numpy()]
+    keep = pd.Series(True, index=frame.index)
+    for column, value in where.items():
+        if column not in frame.columns:
+            raise ValueError(f"no column {column!r}; columns: {', '.join(map(str, frame.columns))}")
+        if isinstance(value, (list, tuple, set)):
+            keep &= frame[column].isin(list(value))
+        elif value is None:
+            keep &= frame[column].isna()
+        else:
+            keep &= frame[column] == value
+    return frame[keep]
+
+
+def _describe(where: Mapping[str, Any] | pd.Series, name: str | None) -> str:
+    if name:
+        return name
+    if isinstance(where, pd.Series):
+        return "selection"
+    return ", ".join(f"{k}={v}" for k, v in where.items())
+
+
+def seed_means(
+    rows: pd.DataFrame, by: Sequence[str] = (), average: Sequence[str] = (),
+    value: str = ACCURACY,
+) -> pd.DataFrame:
+    """Per ``by`` and seed, the mean accuracy in points: over the networks first, then over the
+    levels of ``average`` (e.g. evaluation architectures). Columns: ``*by``, seed, ``points``."""
+    points = rows.assign(points=100.0 * rows[value].astype(float))
+    inner = [*by, *average, SEED]
+    per_level = points.groupby(inner, dropna=False)["points"].mean().reset_index()
+    return per_level.groupby([*by, SEED], dropna=False)["points"].mean().reset_index()
+
+
+def _t_quantile(df: float, level: float = LEVEL) -> float:
+    from scipy import stats
+
+    return float(stats.t.ppf(0.5 + level / 2, df))
+
+
+def _p_value(effect: float, null: float, variance: float, df: float) -> float:
+    from scipy import stats
+
+    if variance == 0.0:
+        return 0.0 if effect != null else 1.0
+    return float(2 * stats.t.sf(abs(effect - null) / math.sqrt(variance), df))
+
+
+def paired_interval(
+    differences: Sequence[Sequence[float]], level: float = LEVEL
+) -> tuple[float, float, float, float, float]:
+    """(effect, low, high, df, variance) of the equal-weight mean over strata of the mean
+    per-seed difference; one stratum gives ``scipy.stats.ttest_rel``'s interval."""
+    k = len(differences)
+    effect = sum(sum(d) / len(d) for d in differences) / k
+    parts = [sample_variance(d) / len(d) / k**2 for d in differences]
+    variance = sum(parts)
+    if variance == 0.0:
+        return effect, effect, effect, math.inf, 0.0
+    df = variance**2 / sum(p**2 / (len(d) - 1) for p, d in zip(parts, differences, strict=True))
+    half = _t_quantile(df, level) * math.sqrt(variance)
+    return effect, effect - half, effect + half, df, variance
+
+
+def welch_interval(
+    groups: Sequence[tuple[Sequence[float], Sequence[float]]], level: float = LEVEL
+) -> tuple[float, float, float, float, float]:
+    """(effect, low, high, df, variance) for the equal-weight mean over strata of
+    mean(treatment) − mean(baseline), unpaired (Welch–Satterthwaite degrees of freedom)."""
+    k = len(groups)
+    effect = sum(sum(t) / len(t) - sum(b) / len(b) for t, b in groups) / k
+    parts = [(sample_variance(v) / len(v) / k**2, len(v)) for t, b in groups for v in (t, b)]
+    variance = sum(p for p, _ in parts)
+    if variance == 0.0:
+        return effect, effect, effect, math.inf, 0.0
+    df = variance**2 / sum(p**2 / (n - 1) for p, n in parts)
+    half = _t_quantile(df, level) * math.sqrt(variance)
+    return effect, effect - half, effect + half, df, variance
+
+
+def decide(low: float, high: float, relation: str = ">", margin: float = 0.0) -> str:
+    """The verdict label for an interval [low, high] and a claim ``>``, ``<`` or ``>=``."""
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return "inconclusive"
+    if relation == ">":
+        return "supported" if low > 0 else "not supported" if high < 0 else "inconclusive"
+    if relation == "<":
+        return "supported" if high < 0 else "not supported" if low > 0 else "inconclusive"
+    if relation == ">=":
+        return ("supported" if low > -margin else
+                "not supported" if high < -margin else "inconclusive")
+    raise ValueError(f"unknown relation {relation!r}; valid: >, <, >=")
+
+
+def seeds_needed(
+    distance: float, variance_per_seed: float, strata: int = 1, level: float = LEVEL,
+    limit: int = 10_000,
+) -> int | None:
+    """Seeds per stratum at which the interval's half-width, t(df) · sqrt(v / (n · strata)) with
+    df = strata · (n − 1), would fall below ``distance``; ``None`` if beyond ``limit``."""
+    if distance <= 0:
+        return None
+    if variance_per_seed == 0:
+        return 2
+    for n in range(2, limit + 1):
+        half = _t_quantile(strata * (n - 1), level) * math.sqrt(variance_per_seed / (n * strata))
+        if half < distance:
+            return n
+    return None
+
+
+def _strata_keys(treated: pd.DataFrame, base: pd.DataFrame, strata: list[str]) -> list[tuple]:
+    if not strata:
+        return [()]
+    return sorted(set(map(tuple, treated[strata].astype(str).to_numpy())) &
+                  set(map(tuple, base[strata].astype(str).to_numpy())))
+
+
+def _in_stratum(rows: pd.DataFrame, strata: list[str], key: tuple) -> pd.DataFrame:
+    if not strata:
+        return rows
+    mask = (rows[strata].astype(str) == pd.Series(key, index=strata)).all(axis=1)
+    return rows[mask.to_numpy()]
+
+
+def compare(
+    frame: pd.DataFrame,
+    treatment: Mapping[str, Any] | pd.Series,
+    baseline: Mapping[str, Any] | pd.Series,
+    *,
+    claim: str,
+    relation: str = ">",
+    margin: float = 1.0,
+    strata: Sequence[str] = (),
+    average: Sequence[str] = (),
+    paired: bool = True,
+    value: str = ACCURACY,
+    treatment_name: str | None = None,
+    baseline_name: str | None = None,
+) -> Verdict:
+    """Test ``claim`` (treatment ``relation`` baseline) on a study frame; see :data:`RULE`.
+
+    ``strata``: columns within which seeds are matched (equal weights across strata);
+    ``average``: columns averaged within a seed before comparing (06: the evaluation
+    architectures); ``paired=False`` forces the unpaired (Welch) comparison.
+    """
+    treated, base = select(frame, treatment), select(frame, baseline)
+    if treated.empty or base.empty:
+        raise ValueError(
+            f"nothing to compare for {claim!r}: {len(treated)} treatment rows "
+            f"({_describe(treatment, treatment_name)}), {len(base)} baseline rows "
+            f"({_describe(baseline, baseline_name)})"
+        )
+    if SEED not in frame.columns:
+        raise ValueError(f"the frame has no {SEED!r} column: verdicts need distillation seeds")
+    strata = list(strata)
+    keys = _strata_keys(treated, base, strata)
+    if not keys:
+        raise ValueError(f"treatment and baseline share no stratum of {strata} for {claim!r}")
+    margin = margin if relation == ">=" else 0.0
+    null = -margin if relation == ">=" else 0.0
+    per_stratum = []
+    for key in keys:
+        t = seed_means(_in_stratum(treated, strata, key), average=average, value=value)
+        b = seed_means(_in_stratum(base, strata, key), average=average, value=value)
+        per_stratum.append((key, dict(zip(t[SEED], t["points"], strict=True)),
+                            dict(zip(b[SEED], b["points"], strict=True))))
+    n_t = sum(len(t) for _, t, _ in per_stratum)
+    n_b = sum(len(b) for _, _, b in per_stratum)
+    common = [sorted(set(t) & set(b)) for _, t, b in per_stratum]
+    is_paired = paired and all(len(c) >= 2 for c in common)
+    few = any(min(len(t), len(b)) < 2 for _, t, b in per_stratum)
+    where = (f"{len(keys)} {'stratum' if len(keys) == 1 else 'strata, equally weighted,'} by "
+             f"{', '.join(strata)}" if strata else "")
+    runs = sorted(set(treated.get("run_id", pd.Series(dtype=str))) |
+                  set(base.get("run_id", pd.Series(dtype=str))))
+    common_fields = dict(
+        claim=claim, treatment=_describe(treatment, treatment_name),
+        baseline=_describe(baseline, baseline_name), relation=relation, margin=margin, runs=runs,
+    )
+    sd_unpaired = None
+    if not few:
+        sd_unpaired = math.sqrt(sum(sample_variance(list(t.values())) + sample_variance(list(b.values()))
+                                    for _, t, b in per_stratum) / len(per_stratum))
+    if is_paired:
+        differences, diff_values = [], []
+        for (key, t, b), seeds in zip(per_stratum, common, strict=True):
+            values = [t[s] - b[s] for s in seeds]
+            diff_values.append(values)
+            differences += [{"stratum": ", ".join(key), "seed": int(s), "treatment": t[s],
+                             "baseline": b[s], "difference": t[s] - b[s]}
+                            for s in seeds]
+        effect, low, high, df, variance = paired_interval(diff_values)
+        sd_paired = math.sqrt(sum(sample_variance(v) for v in diff_values) / len(diff_values))
+        dropped = n_t + n_b - 2 * sum(len(c) for c in common)
+        unit = (f"paired by seed: {sum(len(c) for c in common)} seed pairs"
+                + (f" ({dropped} unmatched seed means left out)" if dropped else "")
+                + (f"; {where}" if where else ""))
+        needed = seeds_needed(abs(effect - null), sd_paired**2, len(keys))
+        return Verdict(
+            **common_fields, effect=effect, low=low, high=high, df=df,
+            p_value=_p_value(effect, null, variance, df), paired=True, unit=unit,
+            n_treatment=n_t, n_baseline=n_b, sd_paired=sd_paired, sd_unpaired=sd_unpaired,
+            label=decide(low, high, relation, margin), seeds_needed=needed,
+            differences=differences,
+        )
+    groups = [(list(t.values()), list(b.values())) for _, t, b in per_stratum]
+    if few:
+        effect = sum(sum(t) / len(t) - sum(b) / len(b) for t, b in groups) / len(groups)
+        return Verdict(
+            **common_fields, effect=effect, low=math.nan, high=math.nan, df=math.nan,
+            p_value=math.nan, paired=False,
+            unit=f"seeds: {n_t} vs {n_b}" + (f"; {where}" if where else ""),
+            n_treatment=n_t, n_baseline=n_b, sd_paired=None, sd_unpaired=None,
+            label=FEWER_THAN_TWO,
+        )
+    effect, low, high, df, variance = welch_interval(groups)
+    needed = seeds_needed(abs(effect - null), sd_unpaired**2, len(keys))
+    return Verdict(
+        **common_fields, effect=effect, low=low, high=high, df=df,
+        p_value=_p_value(effect, null, variance, df), paired=False,
+        unit=(f"unpaired (the groups share fewer than 2 seeds): Welch over seeds, {n_t} vs "
+              f"{n_b}" + (f"; {where}" if where else "")),
+        n_treatment=n_t, n_baseline=n_b, sd_paired=None, sd_unpaired=sd_unpaired,
+        label=decide(low, high, relation, margin), seeds_needed=needed,
+    )
