@@ -29,5 +29,7 @@ lab: env
 lint: env
 	$(BIN)/ruff check .
 
+# Two test processes of one thread each (tests/conftest.py), whole files to one process (a file's
+# module fixtures are built once); a plain `pytest` runs them one by one.
 test: env lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile

@@ -20,6 +20,11 @@ REPO = Path(__file__).resolve().parents[1]
 # Evaluation trains eagerly in the suite (compiling costs 8-20 s per process and shape, here and in
 # the subprocesses the tests start); tests/test_compiling.py asks for compilation explicitly.
 os.environ.setdefault("PTMDD_COMPILE", "0")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two test processes on two cores: each gets one thread (and so do the
+    # processes it starts), since two processes spin-waiting on two threads each slow each other
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 SHARED_DATA = Path(os.environ.get("PTMDD_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 

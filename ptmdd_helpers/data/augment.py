@@ -45,7 +45,6 @@ from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
-from kornia.geometry.transform import hflip
 
 OPS: tuple[str, ...] = ("color", "crop", "cutout", "flip", "scale", "rotate")
 FLIP_PROBABILITY = 0.5
@@ -192,6 +191,8 @@ def _crop(images: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor) -> torch.Ten
 
 def apply_params(images: torch.Tensor, params: DSAParams) -> torch.Tensor:
     """Apply differentiably to (N,C,H,W) images; leading size 1 is shared, else it must equal N."""
+    from kornia.geometry.transform import hflip  # kornia is imported when first used
+
     if images.ndim != 4:
         raise ValueError(f"expected an (N, C, H, W) batch, got shape {tuple(images.shape)}")
     _check_ops([params.op])

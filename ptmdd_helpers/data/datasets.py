@@ -177,9 +177,12 @@ def _missing(name: str, root: Path, error: Exception) -> DataUnavailableError:
 
 
 def _torchvision_loader(name: str) -> Callable[[Path | None], tuple[torch.Tensor, ...]]:
-    import torchvision.datasets as tvd
+    """The loader of torchvision dataset ``name`` (torchvision is imported when it first loads:
+    importing it costs seconds that a process which never loads one should not pay)."""
 
     def load(root: Path | None) -> tuple[torch.Tensor, ...]:
+        import torchvision.datasets as tvd
+
         base = resolve_data_root(root)
         try:
             if name in ("MNIST", "FashionMNIST"):

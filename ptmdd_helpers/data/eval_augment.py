@@ -24,7 +24,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from kornia.geometry.transform import get_affine_matrix2d, warp_affine
 
 from .augment import DSAConfig, _crop, _rand, _randint, augment_per_sample
 
@@ -100,6 +99,8 @@ def apply_dc_params(
     images: torch.Tensor, config: DCAugConfig, params: dict[str, torch.Tensor]
 ) -> torch.Tensor:
     """Apply to each image of (N, C, H, W) ``images`` the op ``params["choice"]`` selects (out of place)."""
+    from kornia.geometry.transform import get_affine_matrix2d, warp_affine  # on first use
+
     v = {k: t.to(images.device, non_blocking=True) for k, t in params.items()}
     chosen = {op: (v["choice"] == i).view(-1, 1, 1, 1) for i, op in enumerate(config.ops)}
     out = images

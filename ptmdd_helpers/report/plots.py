@@ -237,7 +237,8 @@ def synthetic_images_plot(sets: Sequence[dict], title: str = "") -> Figure:
 
     ``sets`` as :func:`ptmdd_helpers.study.synthetic_sets` returns them. The lower block shows,
     per guided set, the baseline's image minus the guided one (same method), pixel values after
-    denormalization averaged over channels, on a diverging map centred at 0.
+    denormalization averaged over channels, on a diverging map centred at 0. Each block is one
+    mosaic (one image per panel, not one axes per image: hundreds of axes take seconds to draw).
     """
     import matplotlib.pyplot as plt
     import torch
@@ -255,34 +256,59 @@ def synthetic_images_plot(sets: Sequence[dict], title: str = "") -> Figure:
              for s, row in zip(sets, shown, strict=True)
              if not s["baseline"] and s["method"] in baselines]
     largest = max([float(d.abs().max()) for _, row in diffs for d in row if d is not None] + [1e-6])
-    rows, cols = len(sets) + len(diffs), info.num_classes
-    fig, axes = plt.subplots(rows, cols, figsize=(0.9 * cols + 1.6, 0.95 * rows + 0.6),
-                             squeeze=False)
-    image = None
-    for r, (s, row) in enumerate(zip(sets, shown, strict=True)):
-        for c, im in enumerate(row):
-            if im is not None:
-                axes[r][c].imshow(im.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray",
-                                  vmin=0, vmax=1)
-        axes[r][0].set_ylabel(_wrap(s["label"], 18), rotation=0, ha="right", va="center",
-                              fontsize=7)
-    for r, (s, row) in enumerate(diffs, start=len(sets)):
-        for c, d in enumerate(row):
-            if d is not None:
-                image = axes[r][c].imshow(d.numpy(), cmap="RdBu_r", vmin=-largest, vmax=largest)
-        axes[r][0].set_ylabel(_wrap(f"baseline − {s['label']}", 18), rotation=0, ha="right",
-                              va="center", fontsize=7)
-    for c, name in enumerate(info.class_names[:cols]):
-        axes[0][c].set_title(str(name)[:10], fontsize=7)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    if image is not None:
-        fig.colorbar(image, ax=axes[len(sets):, :].ravel().tolist(), shrink=0.8,
-                     label="pixel difference")
+    cols = info.num_classes
+    height, width = info.image_size
+    fig, axes = plt.subplots(
+        2 if diffs else 1, 1, squeeze=False, height_ratios=[len(sets), len(diffs)] if diffs else None,
+        figsize=(0.9 * cols + 1.6, 0.95 * (len(sets) + len(diffs)) + 0.6), layout="constrained")
+    top = _mosaic([[None if im is None else im.permute(1, 2, 0) for im in row] for row in shown],
+                  height, width, fill=1.0)
+    axes[0][0].imshow(top.squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=1)
+    _label_mosaic(axes[0][0], [s["label"] for s in sets], height, width)
+    axes[0][0].set_xticks([(width + _GAP) * c + width / 2 for c in range(cols)])
+    axes[0][0].set_xticklabels([str(name)[:10] for name in info.class_names[:cols]], fontsize=7)
+    axes[0][0].xaxis.tick_top()
+    if diffs:
+        cmap = plt.get_cmap("RdBu_r").copy()
+        cmap.set_bad("white")
+        bottom = _mosaic([[None if d is None else d.unsqueeze(-1) for d in row] for _, row in diffs],
+                         height, width, fill=float("nan"))
+        image = axes[1][0].imshow(bottom.squeeze(-1).numpy(), cmap=cmap, vmin=-largest,
+                                  vmax=largest)
+        _label_mosaic(axes[1][0], [f"baseline − {s['label']}" for s, _ in diffs], height, width)
+        axes[1][0].set_xticks([])
+        fig.colorbar(image, ax=axes[1][0], shrink=0.8, label="pixel difference")
     fig.suptitle(title or "Synthetic images (one seed), and what the guidance changed",
                  fontsize=9)
     return fig
+
+
+_GAP = 1  # pixels between the panels of a mosaic (of 8×8 to 64×64 images)
+
+
+def _mosaic(rows: Sequence[Sequence[Any]], height: int, width: int, fill: float) -> Any:
+    """One (H', W', C) tensor of ``rows`` of (H, W, C) panels, ``fill`` between and for ``None``."""
+    import torch
+
+    channels = next(p.shape[-1] for row in rows for p in row if p is not None)
+    cols = max(len(row) for row in rows)
+    out = torch.full((len(rows) * (height + _GAP) - _GAP, cols * (width + _GAP) - _GAP, channels),
+                     fill)
+    for r, row in enumerate(rows):
+        for c, panel in enumerate(row):
+            if panel is not None:
+                y, x = r * (height + _GAP), c * (width + _GAP)
+                out[y:y + height, x:x + width] = panel
+    return out
+
+
+def _label_mosaic(ax: Any, labels: Sequence[str], height: int, width: int) -> None:
+    """Name each row of a mosaic at its centre; no frame."""
+    ax.set_yticks([(height + _GAP) * r + height / 2 for r in range(len(labels))])
+    ax.set_yticklabels([_wrap(label, 18) for label in labels], fontsize=7)
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
 
 
 def diversity_plot(gains: pd.DataFrame, title: str = "",
