@@ -27,6 +27,11 @@ BAD_OVERRIDES = [
     ("workers=0", ["`workers`: expected a value >= 1, got 0"]),
     ("seeds=[0", ["not valid YAML"]),
     ("seeds", ["expects key=value"]),
+    # a notebook's own value for a method it does not run would be ignored
+    ("01_initialization.alpha={DC: 5}", ["01_initialization.alpha.DC (its methods: DM)",
+                                         "move the value to shared"]),
+    ("03_epoch.distill.DSA.iterations=3", ["03_epoch.distill.DSA (its methods: DM)"]),
+    ("05_alpha.eval.MTT.epochs=3", ["05_alpha.eval.MTT (its methods: DM)"]),
 ]
 
 
@@ -130,3 +135,13 @@ def test_no_import_cycle_between_report_and_study():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert out.stdout.strip() == "False"
+
+
+def test_a_notebooks_value_for_a_method_it_runs_or_a_shared_one_is_accepted():
+    params = study.load_profile("smoke", ["01_initialization.alpha={DM: 5}", "alpha.DC=7"])
+    assert params["01_initialization"]["alpha"]["DM"] == 5.0
+    assert params["00_preliminary"]["alpha"]["DC"] == 7.0  # shared: every notebook's default
+    # naming the method in the notebook makes its own value used
+    params = study.load_profile("smoke", ["03_epoch.methods=[DM, DSA]", "03_epoch.distill.DSA.iterations=3"])
+    assert params["03_epoch"]["distill"]["DSA"]["iterations"] == 3
+

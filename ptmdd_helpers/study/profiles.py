@@ -125,22 +125,47 @@ def load_profile(profile: str | Path, overrides: Overrides = None) -> dict[str, 
     raw = _read(path)
     shared = dict(raw.get("shared") or {}, profile=profile_name(profile))
     merged = {nb: deep_merge(shared, raw.get(nb) or {}) for nb in NOTEBOOKS}
+    own = {nb: copy.deepcopy(raw.get(nb) or {}) for nb in NOTEBOOKS}  # a notebook's own keys
     for key, value in override_pairs(overrides):
         head, _, rest = key.partition(".")
         if head in NOTEBOOKS:
             if not rest:
                 raise StudyError(f"--set {key}=…: name a parameter after the notebook")
             set_dotted(merged[head], rest, copy.deepcopy(value))
+            set_dotted(own[head], rest, copy.deepcopy(value))
         else:
             inner = rest if head == "shared" else key
             if not inner:
                 raise StudyError("--set shared=…: name a parameter after 'shared.'")
             for params in merged.values():
                 set_dotted(params, inner, copy.deepcopy(value))
+    where = f"profile {profile_name(profile)} ({path})"
     try:
-        return schema.validate(merged, f"profile {profile_name(profile)} ({path})")
+        validated = schema.validate(merged, where)
     except ValueError as error:
         raise StudyError(str(error)) from None
+    unused = [f"{nb}.{key} (its methods: {', '.join(validated[nb].get('methods', [])) or 'none'})"
+              for nb in NOTEBOOKS for key in _method_keys(own[nb], validated[nb].get("methods", []))]
+    if unused:
+        raise StudyError(
+            f"{where}: {'; '.join(unused)}: a value for a method that the notebook does not run "
+            f"would be ignored. Add the method to the notebook's methods, move the value to "
+            f"shared (the defaults of every notebook), or drop it")
+    return validated
+
+
+def _method_keys(section: Mapping[str, Any], methods: Iterable[str]) -> list[str]:
+    """The keys of a notebook's own section that set a value for a registered method it does not
+    run (``alpha.MTT``, ``distill.DC``, ``eval.DSA`` where its methods are [DM])."""
+    from ..distill import REGISTRY
+
+    found = []
+    for table in ("alpha", "distill", "eval"):
+        values = section.get(table)
+        if isinstance(values, Mapping):
+            found += [f"{table}.{key}" for key in values
+                      if isinstance(key, str) and key.upper() in REGISTRY and key.upper() not in methods]
+    return found
 
 
 def notebook_parameters(
