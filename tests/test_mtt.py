@@ -159,6 +159,19 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, pool_r
     assert straight.metrics["loss_history"] == resumed.metrics["loss_history"]
 
 
+def test_a_snapshot_holds_the_learned_lr_of_the_run_of_k_iterations(tmp_path, pool_root):
+    recorded = Workspace(tmp_path / "a", pool_root=pool_root, progress=False, device="cpu",
+                         snapshots=(2,))
+    distill_run(spec(iterations=5), recorded)
+    alone = distill_run(spec(iterations=2), Workspace(tmp_path / "b", pool_root=pool_root,
+                                                      progress=False, device="cpu"))
+    snapshot = recorded.store.get(spec(iterations=2))
+    assert snapshot.id == alone.id
+    for key in ("images", "labels", "learned_lr"):
+        assert torch.equal(snapshot.tensors()[key], alone.tensors()[key]), key
+    assert snapshot.metrics["learned_lr"] == alone.metrics["learned_lr"]
+
+
 def test_a_short_run_beats_its_own_initialization_paired_by_seed(tmp_path, pool_root):
     """Each seed's MTT set against the set it started from (the same spec at 0 iterations, whose
     learned lr is its start), both evaluated by MTT's protocol (the learned lr) on the same

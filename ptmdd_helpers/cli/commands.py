@@ -15,10 +15,12 @@ from .options import (
     check_evaluation_counts,
     check_evaluation_options,
     check_options,
+    check_snapshots,
     csv_list,
     guidance_from_args,
     int_csv_list,
     method_overrides,
+    print_snapshots,
     workspace_from_args,
 )
 from .options import evaluate_and_print as _evaluate_and_print
@@ -172,6 +174,9 @@ def _distill(parser: argparse.ArgumentParser):
     parser.add_argument("--ptm-only", action="store_true", help="drop the DD loss (α study)")
     parser.add_argument("--checkpoint-every", type=int, default=None,
                         help="iterations between resumable checkpoints")
+    parser.add_argument("--snapshots", type=int_csv_list, default=None, metavar="K,K",
+                        help="also store the set after these iterations, each as the run of "
+                             "this spec with that many iterations (e.g. 100,300)")
     parser.add_argument("--no-eval", action="store_true", help="distill only")
     add_method_arguments(parser)
     add_evaluation_arguments(parser)
@@ -202,11 +207,13 @@ def _distill(parser: argparse.ArgumentParser):
             outer_loop=args.outer_loop, inner_loop=args.inner_loop, guidance=guidance,
             seed=args.seed, precision=args.precision, **own,
         )
+        check_snapshots(args.snapshots, spec.iterations)
         workspace = workspace_from_args(args)
         run = distill_run(spec, workspace)
         print(f"distillation {run.id}: {run.metrics['iterations']} iterations in "
               f"{run.metrics['distill_seconds']:.1f} s, final loss {run.metrics['final_loss']}"
               f"  ({run.path})")
+        print_snapshots(spec, args.snapshots or (), workspace)
         if not args.no_eval:
             _evaluate_and_print(spec, args, workspace)
         return 0

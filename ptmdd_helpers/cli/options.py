@@ -225,3 +225,25 @@ def add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-precision", choices=tuple(PRECISIONS), default=None,
                         help="fp32 (default) or bf16: convolutions in bfloat16 under autocast, "
                              "faster on CPUs with AVX-512 BF16 and on GPUs")
+
+
+def check_snapshots(snapshots: list[int] | None, iterations: int) -> None:
+    """Raise ``ValueError`` unless every ``--snapshots`` count is from 1 to ``iterations`` − 1."""
+    wrong = [k for k in snapshots or () if not 0 < k < iterations]
+    if wrong:
+        raise ValueError(f"--snapshots {','.join(map(str, wrong))}: each snapshot is an iteration "
+                         f"count from 1 to {iterations - 1} (below --iterations {iterations}, "
+                         f"whose set is the run itself)")
+
+
+def print_snapshots(spec, snapshots, workspace) -> None:
+    """Print the run id of each snapshot of ``spec``'s distillation, or why it is not stored."""
+    from dataclasses import replace
+
+    for k in snapshots:
+        found = workspace.store.get(replace(spec, iterations=k))
+        print(f"  snapshot at {k} iterations: " + (
+            f"{found.id}" if found is not None else
+            f"not stored (the {spec.iterations}-iteration run was already stored; `ptmdd "
+            f"distill --iterations {k}` with the same options computes it)"))
+

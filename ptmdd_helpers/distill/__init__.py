@@ -4,6 +4,7 @@ guided by a pool of pre-trained models. A method is one module that registers it
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 
 import torch
@@ -17,6 +18,7 @@ from .engine import (
     DistillState,
     LoadCheckpoint,
     SaveCheckpoint,
+    SaveSnapshot,
     initial_synthetic_set,
     real_subset_generator,
     run_distillation,
@@ -55,6 +57,8 @@ def distill(
     batched: bool = True,
     resources=None,
     pool_root: str | Path | None = None,
+    snapshots: Collection[int] = (),
+    save_snapshot: SaveSnapshot | None = None,
 ) -> dict:
     """Distill ``data`` by ``spec`` in memory; return {"images", "labels", "history", "seconds",
     "learned"} (the method's learned tensors, e.g. MTT's ``learned_lr``). The one entry point of a
@@ -62,7 +66,9 @@ def distill(
     it inside the store's job, with the job's checkpoint callbacks.
 
     ``batched=False`` runs the per-class reference path (same draws, same results up to rounding).
-    The method's ``resources`` default to :func:`load_resources` under ``pool_root``.
+    The method's ``resources`` default to :func:`load_resources` under ``pool_root``. At each
+    iteration count k in ``snapshots`` below ``spec.iterations``, ``save_snapshot(result, k)`` gets
+    what this function returns for the spec with k iterations (the same tensors).
     """
     validate_spec(spec, data)
     if (spec.guidance is None) != (guidance is None):
@@ -73,6 +79,7 @@ def distill(
         spec, data, guidance=guidance, device=device,
         save_checkpoint=save_checkpoint, load_checkpoint=load_checkpoint,
         checkpoint_every=checkpoint_every, progress=progress, batched=batched, resources=resources,
+        snapshots=snapshots, save_snapshot=save_snapshot,
     )
 
 

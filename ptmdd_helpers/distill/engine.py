@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 import torch
@@ -35,6 +35,10 @@ from .spec import INITS, DistillSpec, initial_set_key
 
 SaveCheckpoint = Callable[[dict, int], None]
 LoadCheckpoint = Callable[[], "tuple[dict, int] | None"]
+# Called with the result a run of k iterations returns (images, labels, history, seconds, learned)
+# and k, at each listed snapshot iteration k of a longer run: the same tensors (the iteration count
+# changes no draw).
+SaveSnapshot = Callable[[dict, int], None]
 
 # Iterations between resumable checkpoints, unless the caller says otherwise (--checkpoint-every).
 CHECKPOINT_EVERY = 50
@@ -217,6 +221,8 @@ def run_distillation(
     progress: bool = True,
     batched: bool = True,
     resources: object | None = None,
+    snapshots: Collection[int] = (),
+    save_snapshot: SaveSnapshot | None = None,
 ) -> dict:
     """Run ``spec.iterations`` iterations of the spec's method (:func:`~.methods.get_method`);
     return images, labels, history, seconds and ``learned`` (the method's learned tensors, e.g.
@@ -225,8 +231,11 @@ def run_distillation(
     ``batched=False`` computes the class losses one class at a time (the reference path, for tests
     and benchmarks); the default batches classes wherever that is exact. ``resources`` is what the
     method reads (MTT: its expert trajectories, :class:`~ptmdd_helpers.pools.experts.Experts`).
+    At each iteration count k in ``snapshots`` (below ``spec.iterations``) ``save_snapshot`` gets
+    what a run of k iterations returns, and k.
     """
     method = get_method(spec.method)
+    snapshots = {int(k) for k in snapshots if 0 < int(k) < spec.iterations} if save_snapshot else set()
     device = torch.device(device)
     images, labels = initial_synthetic_set(spec, data)
     images = images.to(device).requires_grad_(True)
@@ -262,7 +271,7 @@ def run_distillation(
         done = iteration + 1
         checkpoint_due = (save_checkpoint is not None and done % checkpoint_every == 0
                           and done < spec.iterations)
-        if checkpoint_due or done % LOG_EVERY == 0 or done == spec.iterations:
+        if checkpoint_due or done in snapshots or done % LOG_EVERY == 0 or done == spec.iterations:
             losses = _checked_losses(pending, images, start=done - len(pending), spec=spec,
                                      verified=verified, labels=labels, learned=learned)
             history.extend(losses)
@@ -270,10 +279,18 @@ def run_distillation(
             verified = images.detach().clone()
             bar.set_postfix(loss=f"{losses[-1]:.4g}")
         seconds += time.perf_counter() - tic
+        if done in snapshots:  # before the checkpoint: a crash while it is saved repeats it
+            save_snapshot(_result(images, labels, history, seconds, learned), done)
         if checkpoint_due:
             checkpoint = {"images": images.detach().cpu(), "optimizer": optimizer.state_dict(),
                           "history": history, "seconds": seconds}
             checkpoint.update({name: t.detach().cpu() for name, t in learned.items()})
             save_checkpoint(checkpoint, done)
-    return {"images": images.detach().cpu(), "labels": labels.cpu(), "history": history,
+    return _result(images, labels, history, seconds, learned)
+
+
+def _result(images: torch.Tensor, labels: torch.Tensor, history: list[float], seconds: float,
+            learned: dict[str, torch.Tensor]) -> dict:
+    """What a run returns after its last iteration so far (copies on the CPU)."""
+    return {"images": images.detach().cpu(), "labels": labels.cpu(), "history": list(history),
             "seconds": seconds, "learned": {name: t.detach().cpu() for name, t in learned.items()}}

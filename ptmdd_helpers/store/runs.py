@@ -15,6 +15,7 @@ Random streams follow the replicate, not the run id: a distillation's from its r
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from dataclasses import fields as dataclass_fields
@@ -23,7 +24,7 @@ from pathlib import Path
 import torch
 
 from ..checks import check_bool, check_eval_nets, check_int
-from ..data.datasets import LoadedDataset, load_dataset
+from ..data.datasets import DatasetInfo, LoadedDataset, load_dataset
 from ..distill import (
     CHECKPOINT_EVERY,
     REGISTRY,
@@ -46,7 +47,7 @@ from ..paths import resolve
 from ..pools.guidance import Guidance, GuidanceSpec
 from .repair import lacking_reason, recompute_fix, recoverable_spec, set_aside_if_broken
 from .runfiles import Run, RunError
-from .runstore import RunStore
+from .runstore import Job, RunStore
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,9 @@ class Workspace:
     checkpoint_every: int = CHECKPOINT_EVERY
     recompute: bool = False  # move a stored run failing verification aside and compute it again
     compile: bool | None = None  # compiled evaluation training (.compiling); None: the default
+    # iteration counts at which a distillation also stores its set, as the run of its spec with
+    # that many iterations (the same tensors): a gain-versus-iterations curve from one run
+    snapshots: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         """Take a folder (str or Path) as the store; refuse values of the wrong type or range."""
@@ -156,6 +160,12 @@ class Workspace:
             compile_default()  # PTMDD_COMPILE: a value neither on nor off is refused here
         check_int(self.checkpoint_every, "--checkpoint-every (Workspace checkpoint_every, "
                   "iterations between checkpoints)", minimum=1)
+        if isinstance(self.snapshots, (str, bytes)) or not isinstance(self.snapshots, (list, tuple)):
+            raise ValueError(f"Workspace snapshots must be a list of iteration counts (--snapshots "
+                             f"100,300; the profile key distill.snapshots), got {self.snapshots!r}")
+        for k in self.snapshots:
+            check_int(k, "--snapshots (Workspace snapshots: iteration counts)", minimum=1)
+        self.snapshots = tuple(sorted(set(self.snapshots)))
 
     def dataset(self, name: str) -> LoadedDataset:
         """Load ``name`` from this workspace's data root."""
@@ -169,7 +179,8 @@ class Workspace:
         return {"store": str(self.store.root), "data_root": _text(self.data_root),
                 "pool_root": str(resolve_pool_root(self.pool_root)), "device": str(self.device),
                 "progress": self.progress, "checkpoint_every": self.checkpoint_every,
-                "recompute": self.recompute, "compile": self.compile}
+                "recompute": self.recompute, "compile": self.compile,
+                "snapshots": list(self.snapshots)}
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, object]) -> Workspace:
@@ -221,27 +232,56 @@ def distill_run(spec: DistillSpec, workspace: Workspace) -> Run:
                 spec, data, guidance=guidance, device=device,
                 save_checkpoint=ctx.save_checkpoint, load_checkpoint=ctx.load_checkpoint,
                 checkpoint_every=workspace.checkpoint_every, progress=workspace.progress,
-                resources=resources,
+                resources=resources, snapshots=workspace.snapshots,
+                save_snapshot=_snapshot_saver(spec, workspace, str(device), data.info, job),
             )
         except DistillationDiverged as diverged:
             ctx.save_tensors({"images": diverged.images, "labels": diverged.labels}, "last_good")
             raise DistillationDiverged(
                 f"{diverged} in {ctx.path / 'last_good.pt'}", diverged.images, diverged.labels
             ) from None
-        learned = result["learned"]  # e.g. MTT's learned_lr, which its evaluation trains at
-        ctx.save_tensors({"images": result["images"], "labels": result["labels"], **learned})
-        info = data.info
-        ctx.save_image_grid(result["images"], info.mean, info.std,
-                            nrow=spec.ipc if spec.ipc > 1 else info.num_classes)
-        ctx.add_timing("distill_seconds", result["seconds"])
-        history = result["history"]
-        return job.complete({
-            "iterations": len(history),
-            "final_loss": history[-1] if history else None,
-            "loss_history": history,
-            "distill_seconds": result["seconds"],
-            **{name: float(t) for name, t in learned.items() if t.numel() == 1},
-        })
+        return _complete_distillation(job, spec, data.info, result)
+
+
+def _complete_distillation(job: Job, spec: DistillSpec, info: DatasetInfo, result: dict) -> Run:
+    """Store what :func:`distill` returned for ``spec`` as the job's run: tensors, grid, metrics."""
+    ctx = job.context
+    learned = result["learned"]  # e.g. MTT's learned_lr, which its evaluation trains at
+    ctx.save_tensors({"images": result["images"], "labels": result["labels"], **learned})
+    ctx.save_image_grid(result["images"], info.mean, info.std,
+                        nrow=spec.ipc if spec.ipc > 1 else info.num_classes)
+    ctx.add_timing("distill_seconds", result["seconds"])
+    history = result["history"]
+    return job.complete({
+        "iterations": len(history),
+        "final_loss": history[-1] if history else None,
+        "loss_history": history,
+        "distill_seconds": result["seconds"],
+        **{name: float(t) for name, t in learned.items() if t.numel() == 1},
+    })
+
+
+def _snapshot_saver(spec: DistillSpec, workspace: Workspace, device: str, info: DatasetInfo,
+                    parent: Job):
+    """The callback that stores the set after k iterations as the run of ``spec`` with k
+    iterations (unless the store has it); a snapshot the store refuses is a warning, not an error
+    of the run that records it."""
+
+    def save(result: dict, k: int) -> None:
+        snapshot = replace(spec, iterations=k)
+        try:
+            if workspace.store.get(snapshot) is not None:
+                return
+            with workspace.store.computing(snapshot, device=device,
+                                           recompute=workspace.recompute) as job:
+                if job.run is None:
+                    job.context.log(f"recorded at iteration {k} of {parent.context.path.name}")
+                    _complete_distillation(job, snapshot, info, result)
+        except RunError as error:
+            warnings.warn(f"the snapshot at iteration {k} was not stored: {error}", RuntimeWarning,
+                          stacklevel=2)
+
+    return save
 
 
 def training_set(subject: Subject, workspace: Workspace) -> tuple[torch.Tensor, torch.Tensor]:

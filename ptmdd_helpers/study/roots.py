@@ -17,7 +17,8 @@ def workspace(params: Mapping[str, Any]) -> Workspace:
         "data_root": paths.resolve("data", profile=params),
         "pool_root": paths.resolve("pools", profile=params),
         "device": str(params["device"]), "progress": False,
-        "compile": params.get("compile")})
+        "compile": params.get("compile"),
+        "snapshots": (params.get("distill") or {}).get("snapshots")})
 
 
 def figures_dir(params: Mapping[str, Any]) -> Path:

@@ -243,6 +243,7 @@ def parameters_model() -> type[Section]:
     registered method (a method registered later is in the next model built)."""
     methods = list(REGISTRY.values())
     distill = create_model("DistillSection", __base__=DistillSettings,
+                           snapshots=(list[PositiveInt] | None, None),  # not a spec setting
                            **{m.name: (method_settings(m) | None, None) for m in methods})
     evaluation = create_model("EvalSection", __base__=EvalSettings,
                               **{m.name: (ProtocolSettings | None, None) for m in methods})
