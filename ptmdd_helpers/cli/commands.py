@@ -327,14 +327,20 @@ def _study(parser: argparse.ArgumentParser):
                              "first limits it to that notebook), e.g. --set seeds=[0,1,2]")
     parser.add_argument("--dry-run", action="store_true",
                         help="print what the profile implies and what is stored; run nothing")
+    parser.add_argument("--estimate", action="store_true",
+                        help="with --dry-run: time each shape of work briefly on this device and "
+                             "print the estimated hours of what is missing")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
 
     def run(args: argparse.Namespace) -> int:
         from ..study import dry_run, run_study
 
+        if args.estimate and not args.dry_run:
+            raise ValueError("--estimate goes with --dry-run: ptmdd study --profile P --dry-run "
+                             "--estimate")
         if args.dry_run:
             overrides = list(args.overrides)
-            dry_run(args.profile, overrides, only=args.only)
+            dry_run(args.profile, overrides, only=args.only, estimate=args.estimate)
             return 0
         result = run_study(args.profile, only=args.only, executor=args.executor,
                            workers=args.workers, overrides=args.overrides,

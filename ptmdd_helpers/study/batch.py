@@ -89,8 +89,10 @@ def grid_size(grids: Sequence[Grid], ws: Workspace, name: str) -> GridSize:
 
 
 def dry_run(profile: str | Path, overrides: Overrides = None, only: Sequence[str] | None = None,
-            file: TextIO | None = None) -> list[GridSize]:
-    """Print, per notebook and in total, what ``profile`` implies and how much is stored."""
+            file: TextIO | None = None, estimate: bool = False) -> list[GridSize]:
+    """Print, per notebook and in total, what ``profile`` implies and how much is stored; with
+    ``estimate``, also the estimated hours of what is missing, timed on this device
+    (:mod:`.estimate`)."""
     file = file or sys.stdout
     params = load_profile(profile, overrides)
     notebooks = select_notebooks(only)
@@ -111,6 +113,14 @@ def dry_run(profile: str | Path, overrides: Overrides = None, only: Sequence[str
     print("(done/needed: PTM pool members trained to the recipe's epochs, untrained initial "
           "checkpoints, MTT's expert trajectories trained to the experts' epochs, distillations "
           "and evaluations in the store, networks they trained)", file=file)
+    if estimate:
+        from .estimate import Timer, print_estimates
+        from .estimate import estimate as estimate_of
+
+        with Timer(ws) as timer:
+            costs = [estimate_of([g], ws, g.notebook, timer) for g in grids]
+            costs.append(estimate_of(grids, ws, "total (deduplicated)", timer))
+        print_estimates(costs, file, str(timer.device))
     return rows
 
 

@@ -1,0 +1,228 @@
+"""What a profile will cost before it runs (``ptmdd study --dry-run --estimate``).
+
+Each distinct shape of work is timed briefly on this device, on data of the dataset's shape (random
+pixels: the cost does not depend on them, and the data need not be on disk), and multiplied out
+over what the store and the pool root still lack:
+
+- a distillation: seconds per iteration over a few iterations after an untimed one, guided by
+  untrained members of the guidance's architectures (a forward costs what a trained one costs);
+  its shape is the spec without its seed, iteration count and guidance weights, epoch and pool;
+  MTT is timed only where its experts are on disk;
+- an evaluation: seconds per training epoch of one network (the epochs after a first one, on a
+  training set of the subject's size, capped and scaled by the number of batches), times epochs
+  and networks, plus its test pass (timed on part of a test set of the dataset's size);
+- a pool member: the same for its architecture on its source's training set, times its epochs.
+
+Times are sequential (one task after another in one process); the study's executor runs
+``workers`` of them side by side, which on a CPU shares its cores.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import TextIO
+
+import torch
+
+from ..data.datasets import DatasetInfo, LoadedDataset, get_info, load_dataset
+from ..distill import DistillSpec, distill, load_resources
+from ..evaluation.evaluate import evaluate_images
+from ..evaluation.protocol import EvalProtocol
+from ..networks.models import create_model
+from ..networks.training import accuracy, resolve_device
+from ..pools.guidance import Guidance
+from ..pools.members import MissingPoolError
+from ..store.runs import EvaluationSpec, WholeDatasetSpec, Workspace
+from .grid import Grid
+from .tasks import needs_of, pending_tasks
+
+# Training and test set sizes of the torchvision datasets (used where the data is not on disk).
+SPLIT_SIZES = {"MNIST": (60000, 10000), "FashionMNIST": (60000, 10000), "SVHN": (73257, 26032),
+               "CIFAR10": (50000, 10000), "CIFAR100": (50000, 10000),
+               "TinyImageNet": (100000, 10000)}
+TIMED_ITERATIONS = 3  # distillation iterations timed after an untimed first one (at least)
+MIN_TIMED_SECONDS = 0.2  # time more iterations where fewer take less than this
+TIMED_IMAGES = 2048  # at most this many training images in an evaluation's timed epochs
+TIMED_BATCHES = 20  # training batches timed at least (beyond a first, untimed epoch)
+TIMED_TEST = 1024  # test images timed (the test pass is scaled to the test set's size)
+
+
+@dataclass
+class Estimate:
+    """Estimated seconds of what a set of grids still lacks, by kind of task."""
+
+    name: str
+    seconds: dict[str, float] = field(default_factory=lambda: {
+        "member": 0.0, "distill": 0.0, "evaluation": 0.0})
+    untimed: list[str] = field(default_factory=list)
+
+    @property
+    def total(self) -> float:
+        """All kinds together, in seconds."""
+        return sum(self.seconds.values())
+
+
+def split_sizes(name: str, data_root: object = None) -> tuple[int, int]:
+    """The training and test set sizes of dataset ``name`` (from the data when offline)."""
+    if name in SPLIT_SIZES:
+        return SPLIT_SIZES[name]
+    data = load_dataset(name, data_root)
+    return len(data.train_labels), len(data.test_labels)
+
+
+def shaped_dataset(info: DatasetInfo, per_class: int, test: int) -> LoadedDataset:
+    """A dataset of ``info``'s shape with ``per_class`` random training images per class."""
+    generator = torch.Generator().manual_seed(0)
+    n = per_class * info.num_classes
+    return LoadedDataset(
+        info, torch.randn(n, info.channels, *info.image_size, generator=generator),
+        torch.arange(n) % info.num_classes,
+        torch.randn(test, info.channels, *info.image_size, generator=generator),
+        torch.arange(test) % info.num_classes)
+
+
+class Timer:
+    """Seconds per unit of each shape of work, measured once per shape on ``workspace``'s device
+    (a context manager: the untrained PTMs it times with are deleted on exit)."""
+
+    def __init__(self, workspace: Workspace) -> None:
+        self.workspace = workspace
+        self.device = resolve_device(workspace.device)
+        self.cache: dict[object, float | None] = {}
+        self.pools = tempfile.TemporaryDirectory(prefix="ptmdd-estimate-")  # untrained PTMs
+
+    def __enter__(self) -> Timer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.pools.cleanup()
+
+    def per_iteration(self, spec: DistillSpec) -> float | None:
+        """Seconds per iteration of ``spec`` (``None`` where it cannot be timed here)."""
+        # neither α nor the PTMs' epoch or recipe changes the cost: untrained members, one α
+        guidance = spec.guidance and replace(spec.guidance, alphas=(1.0,), epoch=0)
+        shape = replace(spec, seed=0, iterations=1, guidance=guidance)
+        if shape not in self.cache:
+            self.cache[shape] = self._time_distillation(shape)
+        return self.cache[shape]
+
+    def _time_distillation(self, shape: DistillSpec) -> float | None:
+        info = get_info(shape.dataset)
+        real_batch = shape.guidance.real_batch if shape.guidance is not None else 0  # CCLoM's
+        data = shaped_dataset(info, max(shape.batch_real, shape.ipc, 16,
+                                        math.ceil(real_batch / info.num_classes)), 16)
+        try:
+            resources = load_resources(shape, self.workspace.pool_root)
+        except MissingPoolError:
+            return None  # MTT without its experts on disk
+        guidance = (Guidance(shape.guidance, data, device=self.device, pool_root=self.pools.name)
+                    if shape.guidance is not None else None)
+
+        def run(iterations: int) -> float:
+            start = time.perf_counter()
+            distill(replace(shape, iterations=iterations), data, guidance=guidance,
+                    device=self.device, progress=False, resources=resources)
+            return time.perf_counter() - start
+
+        run(1)  # the first call pays one-time costs (allocations, kernel choices)
+        extra = TIMED_ITERATIONS
+        while True:  # more iterations where a few are too quick to tell from the setup
+            seconds = run(1 + extra) - run(1)
+            if seconds > MIN_TIMED_SECONDS or extra >= 64 * TIMED_ITERATIONS:
+                return max(seconds, 0.0) / extra
+            extra *= 4
+
+    def per_network(self, dataset: str, size: int, arch: str, protocol: EvalProtocol) -> float:
+        """Seconds to train one ``arch`` network on ``size`` images of ``dataset`` by
+        ``protocol`` and test it."""
+        key = (dataset, size, arch, replace(protocol, epochs=1, learned_lr=False))
+        if key not in self.cache:
+            self.cache[key] = self._time_network(*key)
+        epoch, test = self.cache[key]
+        return epoch * protocol.epochs + test
+
+    def _time_network(self, dataset: str, size: int, arch: str, protocol: EvalProtocol):
+        """(seconds per training epoch, seconds of the test pass) of one network."""
+        info = get_info(dataset)
+        timed = min(size, TIMED_IMAGES)
+        data = shaped_dataset(info, max(1, math.ceil(timed / info.num_classes)), info.num_classes)
+        images, labels = data.train_images[:timed], data.train_labels[:timed]
+
+        def run(epochs: int) -> float:  # its test pass (one image per class) costs nothing
+            start = time.perf_counter()
+            evaluate_images(images, labels, data, [arch], 1, replace(protocol, epochs=epochs),
+                            ("estimate",), device=self.device, progress=False, compile=False)
+            return time.perf_counter() - start
+
+        timed_batches = math.ceil(timed / protocol.batch_size)
+        extra = max(2, math.ceil(TIMED_BATCHES / timed_batches))  # epochs timed after the first
+        run(1)  # the first call pays one-time costs (allocations, kernel choices)
+        one, more = run(1), run(1 + extra)
+        batches = math.ceil(size / protocol.batch_size) / timed_batches
+        model = create_model(arch, info.channels, info.num_classes, info.image_size).to(self.device)
+        test_set = shaped_dataset(info, 1, TIMED_TEST)
+        start = time.perf_counter()
+        accuracy(model, test_set.test_images.to(self.device), test_set.test_labels.to(self.device))
+        test = split_sizes(dataset, self.workspace.data_root)[1] / TIMED_TEST
+        return max(more - one, 0.0) / extra * batches, (time.perf_counter() - start) * test
+
+
+def subject_size(subject: object, data_root: object) -> tuple[str, int]:
+    """The dataset and the number of training images of an evaluation's subject."""
+    if isinstance(subject, WholeDatasetSpec):
+        return subject.dataset, split_sizes(subject.dataset, data_root)[0]
+    return subject.dataset, subject.ipc * get_info(subject.dataset).num_classes  # a set or subset
+
+
+def estimate(grids: Sequence[Grid], workspace: Workspace, name: str, timer: Timer,
+             everything: bool = False) -> Estimate:
+    """Estimated seconds of the tasks ``grids`` still lack (with ``everything``, of all of
+    their tasks, as if nothing were stored)."""
+    result = Estimate(name)
+    if everything:
+        needs = needs_of(grids)
+        tasks = ([("member", m) for m in needs.members] + [("distill", d) for d in needs.distillations]
+                 + [("evaluation", e) for e in needs.evaluations])
+    else:
+        tasks = [(t.kind, t.spec) for t in pending_tasks(grids, workspace) if t.kind != "init"]
+    for kind, spec in tasks:
+        if kind == "distill":
+            per = timer.per_iteration(spec)
+            if per is None:
+                result.untimed.append(f"{spec.method} {spec.dataset} IPC {spec.ipc} (no experts)")
+                continue
+            result.seconds["distill"] += per * spec.iterations
+        elif kind == "evaluation":
+            assert isinstance(spec, EvaluationSpec)
+            dataset, size = subject_size(spec.subject, workspace.data_root)
+            result.seconds["evaluation"] += spec.n_nets * timer.per_network(
+                dataset, size, spec.arch, spec.protocol)
+        else:  # a pool member: its recipe's epochs over its source's training set
+            recipe = spec.recipe
+            protocol = EvalProtocol(epochs=1, lr=recipe.lr, momentum=recipe.momentum,
+                                    weight_decay=recipe.weight_decay, batch_size=recipe.batch_size)
+            size = split_sizes(spec.source, workspace.data_root)[0]
+            per_epoch = timer.per_network(spec.source, size, spec.arch, protocol)
+            result.seconds["member"] += per_epoch * recipe.epochs
+    return result
+
+
+def print_estimates(rows: Sequence[Estimate], file: TextIO, device: str) -> None:
+    """The estimates as a table of hours, per notebook and in total."""
+    print(f"estimated compute on {device}, sequential (hours):", file=file)
+    print(f"{'':<24}{'pool members':>14}{'distillations':>15}{'evaluations':>13}{'total':>10}",
+          file=file)
+    for row in rows:
+        hours = [row.seconds[k] / 3600 for k in ("member", "distill", "evaluation")]
+        print(f"{row.name:<24}" + "".join(f"{h:>{w}.2f}" for h, w in zip(hours, (14, 15, 13),
+                                                                          strict=True))
+              + f"{row.total / 3600:>10.2f}", file=file)
+    print(f"(total: {rows[-1].total:.0f} s; what the store and the pool root already hold is not "
+          f"counted)", file=file)
+    untimed = sorted({u for row in rows for u in row.untimed})
+    if untimed:
+        print(f"not timed (not in the totals): {'; '.join(untimed)}", file=file)

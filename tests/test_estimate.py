@@ -1,0 +1,73 @@
+"""The cost estimate of a profile (``ptmdd study --dry-run --estimate``): each shape of work timed
+once, multiplied out over what the store lacks, zero for what it holds."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import pytest
+import yaml
+
+from ptmdd_helpers import study
+from ptmdd_helpers.cli.commands import main
+from ptmdd_helpers.study.estimate import Timer, estimate
+
+PROFILE = {
+    "shared": {
+        "target": "Digits", "other": "MNIST5k8", "device": "cpu", "executor": "local",
+        "workers": 1, "seeds": [0, 1], "ipcs": [1], "alpha": 10,
+        "distill": {"model": "ConvNetW32", "batch_real": 16, "DM": {"iterations": 20}},
+        "pool": {"arch": "ConvNetW32", "n_models": 1, "epoch": "final", "keep_epochs": None,
+                 "recipe": {"epochs": 2, "lr": 0.01, "momentum": 0.9, "weight_decay": 0.005,
+                            "batch_size": 256, "milestones": [50, 100]}},
+        "eval": {"archs": None, "n_nets": 2, "epochs": 30},
+    },
+    "05_alpha": {"methods": ["DM"], "alphas": [0, 10, 100], "ptm_only": False},
+}
+
+
+@pytest.fixture
+def profile(tmp_path):
+    path = tmp_path / "estimate.yaml"
+    path.write_text(yaml.safe_dump(PROFILE))
+    roots = [f"store={tmp_path / 'store'}", f"pool_root={tmp_path / 'pools'}"]
+    return path, roots
+
+
+def test_each_shape_is_timed_once_and_multiplied_out(profile):
+    path, roots = profile
+    params = study.load_profile(path, roots)["05_alpha"]
+    grid = study.build_grid("05_alpha", params)
+    workspace = study.workspace(params)
+    with Timer(workspace) as timer:
+        cost = estimate([grid], workspace, "05_alpha", timer)
+        # 6 distillations (2 seeds × 3 α; α 0 is the baseline): two shapes, unguided and guided
+        assert len(grid.distillations) == 6
+        shapes = [key for key in timer.cache if not isinstance(key, tuple)]
+        assert len(shapes) == 2
+        per_iteration = {timer.per_iteration(spec) for spec in grid.distillations}
+        assert len(per_iteration) == 2 and all(s > 0 for s in per_iteration)
+        expected = sum(timer.per_iteration(spec) * spec.iterations for spec in grid.distillations)
+        assert cost.seconds["distill"] == pytest.approx(expected)
+        # one evaluation shape (IPC 1 sets, ConvNetW32, the DM protocol): 6 evaluations of 2 nets
+        network = timer.per_network("Digits", 10, "ConvNetW32", grid.evaluations[0].protocol)
+        assert cost.seconds["evaluation"] == pytest.approx(6 * 2 * network)
+        assert cost.seconds["member"] > 0 and not cost.untimed
+    # what the store holds costs nothing
+    study.compute(grid, verbose=False)
+    with Timer(workspace) as timer:
+        assert estimate([grid], workspace, "05_alpha", timer).total == 0
+
+
+def test_the_dry_run_prints_hours_per_notebook_and_the_total(profile, capsys):
+    path, roots = profile
+    out = io.StringIO()
+    study.dry_run(path, roots, only=["05"], file=out, estimate=True)
+    text = out.getvalue()
+    assert "estimated compute on cpu, sequential (hours)" in text
+    assert re.search(r"^05_alpha\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+$", text, re.M)
+    assert float(re.search(r"\(total: (\d+) s;", text).group(1)) > 0
+    overrides = [f"--set={item}" for item in roots]
+    assert main(["study", "--profile", str(path), "--estimate", *overrides]) == 2
+    assert "--estimate goes with --dry-run" in capsys.readouterr().err
