@@ -1,6 +1,6 @@
 """Checks of user-given values: one clear ``ValueError`` (what, the value, the fix) before any work.
 
-The command line shows a ``ValueError`` as one line without a traceback (``cli.user_errors``), so
+The command line shows a ``ValueError`` as one line without a traceback (``cli.checks.user_errors``), so
 every check here raises ``ValueError``, also for a value of the wrong type. ``name`` is how the
 caller names the value: an option (``--ipc``) or an argument (``make_spec: ipc``).
 """

@@ -1,7 +1,8 @@
 """Checks of ``ptmdd`` arguments that span options or need the store (kept out of :mod:`.commands`).
 
 Each raises ``ValueError`` with one paragraph naming the option and the fix, which the command line
-shows without a traceback (exit status 2), before anything is computed or written.
+shows without a traceback (exit status 2), before anything is computed or written;
+:func:`user_errors` is the one list of the exception types shown that way.
 """
 
 from __future__ import annotations
@@ -35,3 +36,12 @@ def check_run_kind(store, kind: str | None) -> None:
         raise ValueError(f"--kind {kind!r} is not a kind of run; valid: {', '.join(sorted(known))} "
                          f"(leave --kind out for every run)")
 
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Return the exception types that mean bad input and are shown without a traceback."""
+    from ..data.datasets import DataUnavailableError
+    from ..distill import DistillationDiverged
+    from ..pools.members import PoolError
+    from ..store.runfiles import RunError
+
+    return ValueError, DataUnavailableError, PoolError, DistillationDiverged, RunError

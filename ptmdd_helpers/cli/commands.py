@@ -7,6 +7,7 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 
+from .checks import user_errors
 from .options import (
     add_device_argument,
     add_evaluation_arguments,
@@ -351,16 +352,6 @@ def _study(parser: argparse.ArgumentParser):
         return 0
 
     return run
-
-
-def user_errors() -> tuple[type[BaseException], ...]:
-    """Return the exception types that mean bad input and are shown without a traceback."""
-    from ..data.datasets import DataUnavailableError
-    from ..distill import DistillationDiverged
-    from ..pools.members import PoolError
-    from ..store.runfiles import RunError
-
-    return ValueError, DataUnavailableError, PoolError, DistillationDiverged, RunError
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
