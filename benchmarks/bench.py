@@ -62,7 +62,7 @@ from torch.utils.flop_counter import FlopCounterMode
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from ptmdd_helpers.data.datasets import LoadedDataset, get_info  # noqa: E402
+from ptmdd_helpers.data.datasets import LoadedDataset, random_dataset  # noqa: E402
 from ptmdd_helpers.distill import distill, grouped, make_spec, protocol_for  # noqa: E402
 from ptmdd_helpers.evaluation.evaluate import evaluate_images  # noqa: E402
 from ptmdd_helpers.networks.training import PRECISIONS  # noqa: E402
@@ -161,14 +161,7 @@ def counted(fn: Callable[[], object], device: torch.device) -> tuple[float, floa
 def fashion_shaped(train_per_class: int, test_images: int,
                    dataset: str = "FashionMNIST") -> LoadedDataset:
     """Random data with ``dataset``'s shape, classes and registry entry (timing only)."""
-    info = get_info(dataset)
-    generator = make_generator("bench-data", *(() if dataset == "FashionMNIST" else (dataset,)))
-    labels = torch.arange(info.num_classes).repeat_interleave(train_per_class)
-    shape = (info.channels, *info.image_size)
-    images = torch.randn(len(labels), *shape, generator=generator)
-    test_labels = torch.arange(test_images) % info.num_classes
-    test = torch.randn(test_images, *shape, generator=generator)
-    return LoadedDataset(info, images, labels, test, test_labels)
+    return random_dataset(dataset, train_per_class, test_images)
 
 
 class SyntheticExperts:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from ptmdd_helpers.data.datasets import LoadedDataset, get_info, load_dataset
+from ptmdd_helpers.data.datasets import LoadedDataset, load_dataset, random_dataset
 from ptmdd_helpers.distill import distill, make_spec
 from ptmdd_helpers.distill.dc import batched_matching_loss, class_gradients, looped_matching_loss
 from ptmdd_helpers.distill.dm import embed_in_passes, looped_mean_embedding_distance, mean_embedding_distance
@@ -184,11 +184,7 @@ def test_dm_keeps_one_pass_for_train_mode_batchnorm():
 
 
 def _fashion_shaped(per_class=12):
-    info = get_info("FashionMNIST")
-    generator = make_generator("fashion-shaped")
-    labels = torch.arange(10).repeat_interleave(per_class)
-    images = torch.randn(len(labels), 1, 28, 28, generator=generator)
-    return LoadedDataset(info, images, labels, images[:10], labels[:10])
+    return random_dataset("FashionMNIST", per_class, 10)
 
 
 @pytest.mark.parametrize(

@@ -349,6 +349,19 @@ def _load_cached(name: str, root: str | None) -> LoadedDataset:
     )
 
 
+def random_dataset(name: str, per_class: int, test_images: int) -> LoadedDataset:
+    """Random images with dataset ``name``'s shape, classes and registry entry, ``per_class``
+    training images per class (class by class) and ``test_images`` test images: for timing and
+    tests, where the cost does not depend on the pixels and the data need not be on disk."""
+    info = get_info(name)
+    generator = torch.Generator().manual_seed(0)
+    shape = (info.channels, *info.image_size)
+    labels = torch.arange(info.num_classes).repeat_interleave(per_class)
+    return LoadedDataset(info, torch.randn(len(labels), *shape, generator=generator), labels,
+                         torch.randn(test_images, *shape, generator=generator),
+                         torch.arange(test_images) % info.num_classes)
+
+
 def load_dataset(name: str, root: str | Path | None = None) -> LoadedDataset:
     """Load dataset ``name`` (once per process) as normalized tensors; see the module docstring."""
     info = get_info(name)

@@ -269,9 +269,7 @@ def _snapshot_saver(spec: DistillSpec, workspace: Workspace, device: str, info: 
 
     def save(result: dict, k: int) -> None:
         snapshot = replace(spec, iterations=k)
-        try:
-            if workspace.store.get(snapshot) is not None:
-                return
+        try:  # computing() serves a stored k-run as it is
             with workspace.store.computing(snapshot, device=device,
                                            recompute=workspace.recompute) as job:
                 if job.run is None:

@@ -26,9 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TextIO
 
-import torch
-
-from ..data.datasets import DatasetInfo, LoadedDataset, get_info, load_dataset
+from ..data.datasets import get_info, load_dataset, random_dataset
 from ..distill import DistillSpec, distill, load_resources
 from ..evaluation.evaluate import evaluate_images
 from ..evaluation.protocol import EvalProtocol
@@ -74,17 +72,6 @@ def split_sizes(name: str, data_root: object = None) -> tuple[int, int]:
     return len(data.train_labels), len(data.test_labels)
 
 
-def shaped_dataset(info: DatasetInfo, per_class: int, test: int) -> LoadedDataset:
-    """A dataset of ``info``'s shape with ``per_class`` random training images per class."""
-    generator = torch.Generator().manual_seed(0)
-    n = per_class * info.num_classes
-    return LoadedDataset(
-        info, torch.randn(n, info.channels, *info.image_size, generator=generator),
-        torch.arange(n) % info.num_classes,
-        torch.randn(test, info.channels, *info.image_size, generator=generator),
-        torch.arange(test) % info.num_classes)
-
-
 class Timer:
     """Seconds per unit of each shape of work, measured once per shape on ``workspace``'s device
     (a context manager: the untrained PTMs it times with are deleted on exit)."""
@@ -113,7 +100,7 @@ class Timer:
     def _time_distillation(self, shape: DistillSpec) -> float | None:
         info = get_info(shape.dataset)
         real_batch = shape.guidance.real_batch if shape.guidance is not None else 0  # CCLoM's
-        data = shaped_dataset(info, max(shape.batch_real, shape.ipc, 16,
+        data = random_dataset(shape.dataset, max(shape.batch_real, shape.ipc, 16,
                                         math.ceil(real_batch / info.num_classes)), 16)
         try:
             resources = load_resources(shape, self.workspace.pool_root)
@@ -149,7 +136,7 @@ class Timer:
         """(seconds per training epoch, seconds of the test pass) of one network."""
         info = get_info(dataset)
         timed = min(size, TIMED_IMAGES)
-        data = shaped_dataset(info, max(1, math.ceil(timed / info.num_classes)), info.num_classes)
+        data = random_dataset(dataset, max(1, math.ceil(timed / info.num_classes)), info.num_classes)
         images, labels = data.train_images[:timed], data.train_labels[:timed]
 
         def run(epochs: int) -> float:  # its test pass (one image per class) costs nothing
@@ -164,7 +151,7 @@ class Timer:
         one, more = run(1), run(1 + extra)
         batches = math.ceil(size / protocol.batch_size) / timed_batches
         model = create_model(arch, info.channels, info.num_classes, info.image_size).to(self.device)
-        test_set = shaped_dataset(info, 1, TIMED_TEST)
+        test_set = random_dataset(dataset, 1, TIMED_TEST)
         start = time.perf_counter()
         accuracy(model, test_set.test_images.to(self.device), test_set.test_labels.to(self.device))
         test = split_sizes(dataset, self.workspace.data_root)[1] / TIMED_TEST

@@ -145,7 +145,7 @@ def load_profile(profile: str | Path, overrides: Overrides = None) -> dict[str, 
     except ValueError as error:
         raise StudyError(str(error)) from None
     unused = [f"{nb}.{key} (its methods: {', '.join(validated[nb].get('methods', [])) or 'none'})"
-              for nb in NOTEBOOKS for key in _method_keys(own[nb], validated[nb].get("methods", []))]
+              for nb in NOTEBOOKS for key in _unrun_method_keys(own[nb], validated[nb].get("methods", []))]
     if unused:
         raise StudyError(
             f"{where}: {'; '.join(unused)}: a value for a method that the notebook does not run "
@@ -154,7 +154,7 @@ def load_profile(profile: str | Path, overrides: Overrides = None) -> dict[str, 
     return validated
 
 
-def _method_keys(section: Mapping[str, Any], methods: Iterable[str]) -> list[str]:
+def _unrun_method_keys(section: Mapping[str, Any], methods: Iterable[str]) -> list[str]:
     """The keys of a notebook's own section that set a value for a registered method it does not
     run (``alpha.MTT``, ``distill.DC``, ``eval.DSA`` where its methods are [DM])."""
     from ..distill import REGISTRY
