@@ -27,7 +27,8 @@ sys.path.insert(0, str(REPO))
 
 from ptmdd_helpers import study  # noqa: E402
 from ptmdd_helpers.report.verdicts import paired_interval  # noqa: E402
-from ptmdd_helpers.store.runs import EvaluationSpec, distill_run, evaluation_run  # noqa: E402
+from ptmdd_helpers.store.evaluations import evaluation_run  # noqa: E402
+from ptmdd_helpers.store.runs import EvaluationSpec, distill_run  # noqa: E402
 from ptmdd_helpers.study import grids, values  # noqa: E402
 
 

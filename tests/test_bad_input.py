@@ -16,7 +16,8 @@ from ptmdd_helpers.distill import DistillSpec, make_spec, protocol_for
 from ptmdd_helpers.evaluation.protocol import EvalProtocol
 from ptmdd_helpers.networks.training import resolve_device
 from ptmdd_helpers.pools.guidance import GuidanceSpec, parse_alphas
-from ptmdd_helpers.store.runs import EvaluationSpec, RealSubsetSpec, Workspace, distill_run, evaluation_run
+from ptmdd_helpers.store.evaluations import evaluation_run
+from ptmdd_helpers.store.runs import EvaluationSpec, RealSubsetSpec, Workspace, distill_run
 from ptmdd_helpers.store.runstore import RunStore
 
 

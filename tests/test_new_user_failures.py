@@ -27,8 +27,9 @@ from ptmdd_helpers.networks import compiling
 from ptmdd_helpers.pools import pool as pools
 from ptmdd_helpers.pools.members import MTT_EXPERT_RECIPE
 from ptmdd_helpers.pools.pretrain import train_pool
+from ptmdd_helpers.store.evaluations import evaluation_run
 from ptmdd_helpers.store.runfiles import FILES_KEY, QUARANTINE_DIR
-from ptmdd_helpers.store.runs import EvaluationSpec, RealSubsetSpec, Workspace, distill_run, evaluation_run
+from ptmdd_helpers.store.runs import EvaluationSpec, RealSubsetSpec, Workspace, distill_run
 from ptmdd_helpers.store.runstore import RunStore
 
 TINY = ["--eval-nets", "1", "--eval-epochs", "1", "--quiet", "--device", "cpu"]

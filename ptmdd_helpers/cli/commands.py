@@ -236,7 +236,8 @@ def _evaluate(parser: argparse.ArgumentParser):
     def run(args: argparse.Namespace) -> int:
         from ..data.datasets import get_info
         from ..distill import DistillSpec
-        from ..store.runs import RealSubsetSpec, WholeDatasetSpec, stored_distillation, training_set
+        from ..store.evaluations import stored_distillation, training_set
+        from ..store.runs import RealSubsetSpec, WholeDatasetSpec
         from .checks import check_one_subject
 
         check_options(args, seed=0)

@@ -57,7 +57,8 @@ def check_evaluation_options(args: argparse.Namespace, method: str, dataset: str
 
 def evaluate_and_print(subject, args: argparse.Namespace, workspace) -> None:
     """Evaluate ``subject`` on each --eval-archs architecture and print one line per run."""
-    from ..store.runs import EvaluationSpec, evaluation_run
+    from ..store.evaluations import evaluation_run
+    from ..store.runs import EvaluationSpec
 
     method = subject.method if hasattr(subject, "method") else "DC"
     dataset = getattr(subject, "dataset", None)

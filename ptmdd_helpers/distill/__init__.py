@@ -21,9 +21,9 @@ from .engine import (
     SaveSnapshot,
     initial_synthetic_set,
     real_subset_generator,
-    run_distillation,
     validate_spec,
 )
+from .loop import Replica, run_distillation, run_replicas
 from .matching import match_loss
 from .methods import (
     REGISTRY,
@@ -89,5 +89,6 @@ __all__ = [
     "TrajectorySpec", "check_spec", "DistillationDiverged", "distill", "get_method",
     "initial_set_key", "initial_synthetic_set", "list_methods", "load_resources",
     "loops_for_ipc", "make_spec", "match_loss", "protocol_for", "real_subset_generator",
-    "register_method", "unregister_method", "validate_spec", "with_seed",
+    "register_method", "unregister_method", "validate_spec", "with_seed", "Replica",
+    "run_replicas",
 ]

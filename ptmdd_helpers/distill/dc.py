@@ -27,6 +27,7 @@ from .engine import DistillState
 from .grouped import grouped_support, images_per_pass, per_group_gradients
 from .matching import match_loss, match_loss_per_class, matched_parameters
 from .methods import Method, register_method
+from .stacked import dc_batch_iteration
 
 
 def freeze_batchnorm_statistics(net: nn.Module, state: DistillState, generator) -> None:
@@ -161,8 +162,8 @@ def dc_iteration(state: DistillState) -> torch.Tensor:
 DC = register_method(Method(
     "DC", dc_iteration, iterations=1000, lr_img=0.1, init="noise", siamese=False,
     eval_epochs=300, eval_augment="none", eval_reference_augment=dc_reference_augment,
-    description="gradient matching (Zhao et al., ICLR 2021)"))
+    batch_iteration=dc_batch_iteration, description="gradient matching (Zhao et al., ICLR 2021)"))
 DSA = register_method(Method(
     "DSA", dc_iteration, iterations=1000, lr_img=0.1, init="noise", siamese=True,
-    eval_epochs=1000, eval_augment="dsa",
+    eval_epochs=1000, eval_augment="dsa", batch_iteration=dc_batch_iteration,
     description="gradient matching with differentiable Siamese augmentation (Zhao & Bilen, 2021)"))

@@ -18,6 +18,7 @@ from ..networks.training import full_precision
 from .engine import DistillState
 from .grouped import couples_samples, images_per_pass
 from .methods import Method, register_method
+from .stacked import dm_batch_iteration
 
 
 def embed_in_passes(net: nn.Module, images: torch.Tensor, pass_images: int | None = None) -> torch.Tensor:
@@ -83,5 +84,5 @@ def dm_iteration(state: DistillState) -> torch.Tensor:
 
 DM = register_method(Method(
     "DM", dm_iteration, iterations=20000, lr_img=1.0, init="real", siamese=True,
-    eval_epochs=1000, eval_augment="dsa",
+    eval_epochs=1000, eval_augment="dsa", batch_iteration=dm_batch_iteration,
     description="distribution matching (Zhao & Bilen, WACV 2023)"))

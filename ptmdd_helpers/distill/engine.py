@@ -1,4 +1,5 @@
-"""The outer distillation loop shared by DC, DSA, DM and MTT: initialization, optimizer, checkpoints.
+"""What every method's iteration works on: the state of one distillation, its random streams, its
+initial set, its step (with the PTM loss). The loop over iterations is :mod:`.loop`.
 
 Random streams (common random numbers): every random draw of iteration ``i`` comes from a
 generator derived from the spec's *replicate key* (:attr:`DistillSpec.replicate_key`: dataset,
@@ -15,13 +16,10 @@ exactly as an uninterrupted one would. The run id (the spec's hash) still names 
 
 from __future__ import annotations
 
-import math
-import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
-from tqdm.auto import tqdm
 
 from ..data.augment import DSAConfig, siamese_augment
 from ..data.datasets import LoadedDataset
@@ -30,7 +28,6 @@ from ..networks.training import autocast, fp32_normalization, seeded_model
 from ..pools.guidance import Guidance
 from ..seeding import make_generator
 from .matching import METRICS
-from .methods import get_method
 from .spec import INITS, DistillSpec, initial_set_key
 
 SaveCheckpoint = Callable[[dict, int], None]
@@ -126,20 +123,34 @@ class DistillState:
         """Add the PTM loss α·L_PTM (with guidance) to the method's ``loss``, take one optimizer
         step on the synthetic images (and the learned tensors); return the total, detached.
 
-        Every step of an iteration draws the guidance from one stream (``"guidance"``). The loss
-        stays on the device: reading it would make the host wait for the device every step.
-        :func:`run_distillation` reads the losses, and checks them, at its logging points.
+        The loss stays on the device: reading it would make the host wait for the device every
+        step. :func:`~.loop.run_replicas` reads the losses, and checks them, at its logging points.
         """
-        if self.guidance is not None:
-            if self.cache.get("guidance iteration") != self.iteration:
-                self.cache["guidance iteration"] = self.iteration
-                self.cache["guidance generator"] = self.generator("guidance")
-            loss = loss + self.guidance.loss(self.images, self.labels,
-                                             self.cache["guidance generator"])
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        return loss.detach()
+        return step_replicas([self], [loss])[0]
+
+    def with_guidance(self, loss: torch.Tensor) -> torch.Tensor:
+        """``loss`` + α·L_PTM of the current images (unchanged without guidance). Every step of an
+        iteration draws the guidance from one stream (``"guidance"``)."""
+        if self.guidance is None:
+            return loss
+        if self.cache.get("guidance iteration") != self.iteration:
+            self.cache["guidance iteration"] = self.iteration
+            self.cache["guidance generator"] = self.generator("guidance")
+        return loss + self.guidance.loss(self.images, self.labels,
+                                         self.cache["guidance generator"])
+
+
+def step_replicas(states: Sequence[DistillState], losses: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """:meth:`DistillState.step` for replicates computed together: each state's loss plus its own
+    PTM loss, one backward pass over their sum (each replicate's images get the gradient of their
+    own loss: the replicates share no tensor), then every replicate's optimizer step."""
+    totals = [state.with_guidance(loss) for state, loss in zip(states, losses, strict=True)]
+    for state in states:
+        state.optimizer.zero_grad(set_to_none=True)
+    torch.stack(totals).sum().backward()
+    for state in states:
+        state.optimizer.step()
+    return [total.detach() for total in totals]
 
 
 def validate_spec(spec: DistillSpec, data: LoadedDataset) -> None:
@@ -184,113 +195,3 @@ def initial_synthetic_set(
 def real_subset_generator(dataset: str, ipc: int, seed: int) -> torch.Generator:
     """The stream of the random real subset of ``seed``: that of the ``init="real"`` set."""
     return make_generator(*initial_set_key(dataset, ipc, "real", seed))
-
-
-def _checked_losses(
-    pending: list[torch.Tensor], images: torch.Tensor, *, start: int, spec: DistillSpec,
-    verified: torch.Tensor, labels: torch.Tensor, learned: dict[str, torch.Tensor],
-) -> list[float]:
-    """The pending losses as floats (one read from the device), after checking that they, the
-    synthetic images and the learned tensors (MTT's lr) are finite; else
-    :class:`DistillationDiverged` with the ``verified`` set."""
-    losses = torch.stack(pending).tolist()
-    bad = next((i for i, value in enumerate(losses) if not math.isfinite(value)), None)
-    finite = bool(torch.isfinite(images.detach()).all()) and all(
-        bool(torch.isfinite(t.detach()).all()) for t in learned.values())
-    if bad is None and finite:
-        return losses
-    what = (f"the {spec.method} loss became {losses[bad]} at iteration {start + bad}"
-            if bad is not None else
-            f"the synthetic images (or the learned lr) became non-finite by iteration "
-            f"{start + len(losses) - 1}")
-    raise DistillationDiverged(
-        f"{what}; stopped and kept the last good synthetic set (the one before iteration {start})",
-        verified.cpu(), labels.cpu(),
-    )
-
-
-def run_distillation(
-    spec: DistillSpec,
-    data: LoadedDataset,
-    *,
-    guidance: Guidance | None = None,
-    device: torch.device | str = "cpu",
-    save_checkpoint: SaveCheckpoint | None = None,
-    load_checkpoint: LoadCheckpoint | None = None,
-    checkpoint_every: int = CHECKPOINT_EVERY,
-    progress: bool = True,
-    batched: bool = True,
-    resources: object | None = None,
-    snapshots: Collection[int] = (),
-    save_snapshot: SaveSnapshot | None = None,
-) -> dict:
-    """Run ``spec.iterations`` iterations of the spec's method (:func:`~.methods.get_method`);
-    return images, labels, history, seconds and ``learned`` (the method's learned tensors, e.g.
-    MTT's ``{"learned_lr": tensor}``; ``{}`` for most methods).
-
-    ``batched=False`` computes the class losses one class at a time (the reference path, for tests
-    and benchmarks); the default batches classes wherever that is exact. ``resources`` is what the
-    method reads (MTT: its expert trajectories, :class:`~ptmdd_helpers.pools.experts.Experts`).
-    At each iteration count k in ``snapshots`` (below ``spec.iterations``) ``save_snapshot`` gets
-    what a run of k iterations returns, and k.
-    """
-    method = get_method(spec.method)
-    snapshots = {int(k) for k in snapshots if 0 < int(k) < spec.iterations} if save_snapshot else set()
-    device = torch.device(device)
-    images, labels = initial_synthetic_set(spec, data)
-    images = images.to(device).requires_grad_(True)
-    labels = labels.to(device)
-    groups = [{"params": [images]}]
-    learned: dict[str, torch.Tensor] = {}
-    for name, (tensor, options) in (method.learned(spec, device) if method.learned else {}).items():
-        learned[name] = tensor.to(device).requires_grad_(True)
-        groups.append({"params": [learned[name]], **options})
-    optimizer = torch.optim.SGD(groups, lr=spec.lr_img, momentum=spec.momentum_img)
-    start, history, seconds = 0, [], 0.0
-    restored = load_checkpoint() if load_checkpoint is not None else None
-    if restored is not None:
-        state, start = restored
-        with torch.no_grad():
-            images.copy_(state["images"].to(device))
-            for name, tensor in learned.items():
-                tensor.copy_(state[name].to(device))
-        optimizer.load_state_dict(state["optimizer"])
-        history, seconds = list(state["history"]), float(state["seconds"])
-    dsa = DSAConfig() if spec.dsa_flip else DSAConfig().without_flip()
-    state_obj = DistillState(spec, data, images, labels, optimizer, guidance, device, dsa,
-                             batched=batched, learned=learned, resources=resources)
-    bar = tqdm(range(start, spec.iterations), disable=not progress, initial=start,
-               total=spec.iterations, desc=f"{spec.method} {data.info.name} IPC{spec.ipc}",
-               unit="it")
-    verified = images.detach().clone()  # the last synthetic set known to be finite
-    pending: list[torch.Tensor] = []  # losses not yet read by the host
-    for iteration in bar:
-        state_obj.iteration = iteration
-        tic = time.perf_counter()
-        pending.append(method.iteration(state_obj))
-        done = iteration + 1
-        checkpoint_due = (save_checkpoint is not None and done % checkpoint_every == 0
-                          and done < spec.iterations)
-        if checkpoint_due or done in snapshots or done % LOG_EVERY == 0 or done == spec.iterations:
-            losses = _checked_losses(pending, images, start=done - len(pending), spec=spec,
-                                     verified=verified, labels=labels, learned=learned)
-            history.extend(losses)
-            pending.clear()
-            verified = images.detach().clone()
-            bar.set_postfix(loss=f"{losses[-1]:.4g}")
-        seconds += time.perf_counter() - tic
-        if done in snapshots:  # before the checkpoint: a crash while it is saved repeats it
-            save_snapshot(_result(images, labels, history, seconds, learned), done)
-        if checkpoint_due:
-            checkpoint = {"images": images.detach().cpu(), "optimizer": optimizer.state_dict(),
-                          "history": history, "seconds": seconds}
-            checkpoint.update({name: t.detach().cpu() for name, t in learned.items()})
-            save_checkpoint(checkpoint, done)
-    return _result(images, labels, history, seconds, learned)
-
-
-def _result(images: torch.Tensor, labels: torch.Tensor, history: list[float], seconds: float,
-            learned: dict[str, torch.Tensor]) -> dict:
-    """What a run returns after its last iteration so far (copies on the CPU)."""
-    return {"images": images.detach().cpu(), "labels": labels.cpu(), "history": list(history),
-            "seconds": seconds, "learned": {name: t.detach().cpu() for name, t in learned.items()}}

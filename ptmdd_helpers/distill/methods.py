@@ -46,6 +46,9 @@ class Method:
       recipe_name, identity)`` returns ``spec`` naming the identity of their recipe.
     - ``cli_resolve(args, given)`` completes the options given on the command line.
     - ``eval_*``: the evaluation protocol's defaults (:func:`protocol_for`).
+    - ``batch_iteration(states)``, optional: one iteration of several replicates computed together
+      (:func:`~.loop.run_replicas`), each state's exactly as ``iteration`` computes it alone (its
+      own streams), up to float rounding; returns their losses. ``None``: no batching.
     """
 
     name: str
@@ -67,6 +70,7 @@ class Method:
     members: Callable[[Any], list] | None = None
     cli_resolve: Callable[[Any, dict], dict] | None = None
     bind_recipe: Callable[[Any, str, str], Any] | None = None
+    batch_iteration: Callable[[Any], Any] | None = None
     description: str = ""
 
     def option_names(self) -> tuple[str, ...]:

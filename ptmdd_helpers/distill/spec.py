@@ -82,6 +82,14 @@ class DistillSpec:
         return self.augment and method is not None and method.siamese
 
 
+def batch_key(spec: DistillSpec) -> tuple:
+    """What distillations computed together as replicates (:func:`~.loop.run_replicas`) share:
+    every setting but the seed, the iteration count and the guidance point (α, PTM epoch, N_m,
+    pool); whether the method's own loss is dropped (``ptm_only``) stays in the key."""
+    ptm_only = spec.guidance is not None and spec.guidance.ptm_only
+    return replace(spec, seed=0, iterations=1, guidance=None), ptm_only
+
+
 def initial_set_key(dataset: str, ipc: int, init: str, seed: int) -> tuple:
     """The key of the initial synthetic set's stream: shared by every method and condition at
     ``seed``, and (``init="real"``) by the random real subset of the same size and seed."""

@@ -93,6 +93,12 @@ class Ensemble:
         return iter(self.params.values())
 
     @property
+    def structure(self) -> nn.Module:
+        """The architecture without weights (on the meta device), for ``functional_call`` with
+        the stacked tensors (or views of them) under ``vmap``."""
+        return self._base
+
+    @property
     def device(self) -> torch.device:
         """Device of the stacked parameters."""
         return next(iter(self.params.values())).device
@@ -117,9 +123,14 @@ class Ensemble:
         generators: Sequence[torch.Generator],
         augment: Augment | None = None,
         augment_generators: Sequence[torch.Generator] | None = None,
+        per_network_images: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One epoch for every network, network i as ``train_epoch`` with ``generators[i]`` (and
         ``augment_generators[i]``, default ``generators[i]``, for its augmentation).
+
+        With ``per_network_images`` network i trains on ``images[i]`` (``images`` is ``(N, n,
+        ...)``; the labels are shared), e.g. each replicate's own synthetic set in a batch of
+        distillations.
 
         Returns the per-network mean loss and training accuracy of the epoch, two tensors of
         ``size`` values on the device (not read here, as in ``train_epoch``).
@@ -136,7 +147,8 @@ class Ensemble:
         correct = torch.zeros(self.size, device=device, dtype=torch.long)
         for start in range(0, n, batch_size):
             batch = orders[:, start:start + batch_size]  # (N, B)
-            x = images[batch].to(device, non_blocking=True)  # (N, B, C, H, W)
+            x = (images[torch.arange(self.size).unsqueeze(1), batch] if per_network_images
+                 else images[batch]).to(device, non_blocking=True)  # (N, B, C, H, W)
             y = labels[batch].to(device, non_blocking=True)  # (N, B)
             if augment is not None:
                 draws = generators if augment_generators is None else augment_generators

@@ -1,4 +1,6 @@
-"""Units of work through the run store: a distillation, and an evaluation of any training set.
+"""Units of work through the run store: their specs, the :class:`Workspace`, and distillations,
+one at a time (:func:`distill_run`) or as replicates computed together (:func:`distill_runs`);
+evaluations are in :mod:`.evaluations`.
 
 A training set to evaluate (the *subject*) is a distilled set (:class:`DistillSpec`), a random real
 subset of the same size (:class:`RealSubsetSpec`) or the whole training set
@@ -16,12 +18,10 @@ Random streams follow the replicate, not the run id: a distillation's from its r
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from dataclasses import fields as dataclass_fields
 from pathlib import Path
-
-import torch
 
 from ..checks import check_bool, check_eval_nets, check_int
 from ..data.datasets import DatasetInfo, LoadedDataset, load_dataset
@@ -30,22 +30,21 @@ from ..distill import (
     REGISTRY,
     DistillationDiverged,
     DistillSpec,
+    Replica,
     check_spec,
     distill,
     load_resources,
-    real_subset_generator,
+    run_replicas,
     validate_spec,
 )
-from ..distill.methods import learns_lr
-from ..evaluation.evaluate import evaluate_images
+from ..distill.spec import batch_key
 from ..evaluation.protocol import EvalProtocol
-from ..evaluation.training_sets import evaluation_seed_parts, random_real_subset, summarize
 from ..networks.compiling import compile_default
-from ..networks.models import list_models
 from ..networks.training import check_device, resolve_device
 from ..paths import resolve
 from ..pools.guidance import Guidance, GuidanceSpec
-from .repair import lacking_reason, recompute_fix, recoverable_spec, set_aside_if_broken
+from ..specs import spec_id
+from ..work import computed_count
 from .runfiles import Run, RunError
 from .runstore import Job, RunStore
 
@@ -218,10 +217,7 @@ def distill_run(spec: DistillSpec, workspace: Workspace) -> Run:
     if existing is not None:
         return existing
     data = workspace.dataset(spec.dataset)
-    validate_spec(spec, data)  # against the data and the pool, before anything is written
-    guidance = (Guidance(spec.guidance, data, device=device, pool_root=workspace.pool_root)
-                if spec.guidance is not None else None)
-    resources = load_resources(spec, workspace.pool_root)  # MTT's experts: checked before writing
+    guidance, resources = _inputs(spec, data, workspace, device)
     with workspace.store.computing(spec, device=str(device),
                                    recompute=workspace.recompute) as job:
         if job.run is not None:  # another process computed it meanwhile
@@ -236,11 +232,108 @@ def distill_run(spec: DistillSpec, workspace: Workspace) -> Run:
                 save_snapshot=_snapshot_saver(spec, workspace, str(device), data.info, job),
             )
         except DistillationDiverged as diverged:
-            ctx.save_tensors({"images": diverged.images, "labels": diverged.labels}, "last_good")
-            raise DistillationDiverged(
-                f"{diverged} in {ctx.path / 'last_good.pt'}", diverged.images, diverged.labels
-            ) from None
+            raise _keep_last_good(job, diverged) from None
         return _complete_distillation(job, spec, data.info, result)
+
+
+def _inputs(spec: DistillSpec, data: LoadedDataset, workspace: Workspace, device) -> tuple:
+    """The spec checked against the data and the pool, its guidance and its method's resources
+    (MTT's experts), all before anything is written."""
+    validate_spec(spec, data)
+    guidance = (Guidance(spec.guidance, data, device=device, pool_root=workspace.pool_root)
+                if spec.guidance is not None else None)
+    return guidance, load_resources(spec, workspace.pool_root)
+
+
+def _keep_last_good(job: Job, diverged: DistillationDiverged) -> DistillationDiverged:
+    """Save a diverged run's last good set in its folder; the error, naming that file."""
+    ctx = job.context
+    ctx.save_tensors({"images": diverged.images, "labels": diverged.labels}, "last_good")
+    return DistillationDiverged(f"{diverged} in {ctx.path / 'last_good.pt'}", diverged.images,
+                                diverged.labels)
+
+
+def distill_runs(specs: Sequence[DistillSpec], workspace: Workspace) -> list[tuple[str, object]]:
+    """The distillations of ``specs`` as replicates of one batch: those the store lacks are
+    computed (or resumed) together (:func:`~ptmdd_helpers.distill.loop.run_replicas`), each under
+    its own run id, lock, checkpoint and snapshots, to the tensors of its run alone up to float
+    rounding. Returns per spec ``(status, outcome)``: ``("found", run)`` if stored (or finished by
+    another process meanwhile), ``("computed", run)``, or ``("diverged", DistillationDiverged)``
+    (its last good set saved in its folder; the other replicates went on).
+
+    The specs share every setting but the seed, the iteration count and the guidance point
+    (:func:`~ptmdd_helpers.distill.spec.batch_key`), and no two differ only in iterations.
+    """
+    specs = list(specs)
+    for spec in specs:
+        check_call(spec, workspace, "distill_runs", DistillSpec)
+        check_spec(spec, "distill_runs")
+    if len({batch_key(spec) for spec in specs}) > 1:
+        raise ValueError("distill_runs: the specs must share every setting but the seed, the "
+                         "iteration count and the guidance point (distill.spec.batch_key); group "
+                         "them by that key")
+    if len({replace(spec, iterations=1) for spec in specs}) < len(specs):
+        raise ValueError("distill_runs: two specs differ only in their iteration count; run the "
+                         "longer one with snapshots (Workspace snapshots) instead")
+    device = resolve_device(workspace.device)
+    outcomes: dict[int, tuple[str, object]] = {}
+    for index, spec in enumerate(specs):
+        stored = workspace.store.get(spec)
+        if stored is not None:
+            outcomes[index] = ("found", stored)
+    pending = sorted((i for i in range(len(specs)) if i not in outcomes),
+                     key=lambda i: spec_id(specs[i]))  # locks taken in one order: no deadlock
+    if len(pending) == 1:
+        before = computed_count()
+        try:
+            run = distill_run(specs[pending[0]], workspace)
+            outcomes[pending[0]] = ("computed" if computed_count() > before else "found", run)
+        except DistillationDiverged as diverged:
+            outcomes[pending[0]] = ("diverged", diverged)
+    elif pending:
+        outcomes.update(_distill_together([specs[i] for i in pending], pending, workspace, device))
+    return [outcomes[i] for i in range(len(specs))]
+
+
+def _distill_together(specs: list[DistillSpec], indices: list[int], workspace: Workspace,
+                      device) -> dict[int, tuple[str, object]]:
+    """Compute ``specs`` as one batch of replicates inside their store jobs (see distill_runs)."""
+    data = workspace.dataset(specs[0].dataset)
+    inputs = [_inputs(spec, data, workspace, device) for spec in specs]
+    outcomes: dict[int, tuple[str, object]] = {}
+    entered: list = []  # (index, manager, job, replica) of the jobs this call computes
+    try:
+        for index, spec, (guidance, resources) in zip(indices, specs, inputs, strict=True):
+            manager = workspace.store.computing(spec, device=str(device),
+                                                recompute=workspace.recompute)
+            job = manager.__enter__()
+            if job.run is not None:  # another process computed it meanwhile
+                manager.__exit__(None, None, None)
+                outcomes[index] = ("found", job.run)
+                continue
+            ctx = job.context
+            entered.append((index, manager, job, Replica(
+                spec, guidance, resources, ctx.save_checkpoint, ctx.load_checkpoint,
+                workspace.snapshots, _snapshot_saver(spec, workspace, str(device), data.info, job))))
+        run_replicas([replica for *_, replica in entered], data, device=device,
+                     checkpoint_every=workspace.checkpoint_every, progress=workspace.progress)
+        while entered:
+            index, manager, job, replica = entered[0]
+            if replica.error is not None:
+                error = _keep_last_good(job, replica.error)
+                outcomes[index] = ("diverged", error)
+                entered.pop(0)
+                manager.__exit__(type(error), error, None)  # logs it, releases the lock
+                continue
+            outcomes[index] = ("computed", _complete_distillation(job, replica.spec, data.info,
+                                                                  replica.result))
+            entered.pop(0)
+            manager.__exit__(None, None, None)
+    except BaseException as error:  # an interruption: every job still open logs it and unlocks
+        for _, manager, _, _ in entered:
+            manager.__exit__(type(error), error, error.__traceback__)
+        raise
+    return outcomes
 
 
 def _complete_distillation(job: Job, spec: DistillSpec, info: DatasetInfo, result: dict) -> Run:
@@ -280,96 +373,3 @@ def _snapshot_saver(spec: DistillSpec, workspace: Workspace, device: str, info: 
                           stacklevel=2)
 
     return save
-
-
-def training_set(subject: Subject, workspace: Workspace) -> tuple[torch.Tensor, torch.Tensor]:
-    """The images and labels of ``subject`` (a distilled set is computed if not stored; with
-    ``workspace.recompute`` a stored one that fails verification or lacks its learned lr is
-    moved to the quarantine and computed again, :func:`~.run_repair.set_aside_if_broken`)."""
-    if isinstance(subject, DistillSpec):
-        if workspace.recompute:
-            set_aside_if_broken(workspace.store, subject)
-        run = distill_run(subject, workspace)
-        tensors = run.tensors()
-        lacking = lacking_reason(subject, tensors)
-        if lacking is not None:  # a legacy run; with recompute it was set aside above
-            raise RunError(f"cannot evaluate the stored distillation {run.id}: {lacking}. Fix: "
-                           f"{recompute_fix(run.id, workspace.store.root)}")
-        return tensors["images"], tensors["labels"]
-    data = workspace.dataset(subject.dataset)
-    if isinstance(subject, RealSubsetSpec):
-        return random_real_subset(
-            data, subject.ipc, real_subset_generator(subject.dataset, subject.ipc, subject.seed)
-        )
-    return data.train_images, data.train_labels
-
-
-def training_protocol(spec: EvaluationSpec) -> EvalProtocol:
-    """``spec.protocol``, refused when it asks for a learned lr that its subject did not learn."""
-    if spec.protocol.learned_lr and not subject_learns_lr(spec.subject):
-        raise ValueError(
-            f"the evaluation protocol trains at the learned lr (learned_lr=True, MTT's protocol), "
-            f"but its subject ({type(spec.subject).__name__}"
-            f"{' ' + spec.subject.method if isinstance(spec.subject, DistillSpec) else ''}) learned "
-            f"none: only methods that learn a learning rate (MTT) do. Use learned_lr=False (a "
-            f"fixed lr) for it"
-        )
-    return spec.protocol
-
-
-def subject_learns_lr(subject: object) -> bool:
-    """Whether ``subject`` is a distillation whose method learns the lr its evaluation trains at."""
-    return isinstance(subject, DistillSpec) and learns_lr(subject.method)
-
-
-def stored_distillation(id_or_path: str | Path, workspace: Workspace) -> object:
-    """The spec of the stored run ``id_or_path``; with ``workspace.recompute`` also of a run that
-    fails verification (read from its ``spec.json``), which :func:`training_set` recomputes."""
-    try:
-        return spec_from_dict(workspace.store.load(id_or_path).spec)
-    except RunError:
-        if not workspace.recompute:
-            raise
-        return spec_from_dict(recoverable_spec(workspace.store, id_or_path))
-
-
-def subject_seed(subject: Subject) -> int:
-    """The replicate (seed) of a training set; the whole training set is replicate 0."""
-    return int(getattr(subject, "seed", 0))
-
-
-def evaluation_run(spec: EvaluationSpec, workspace: Workspace) -> Run:
-    """Return the stored evaluation for ``spec``, training its networks if needed; an interrupted
-    one keeps its finished networks (or ensemble groups) in its checkpoint and trains the rest."""
-    check_call(spec, workspace, "evaluation_run", EvaluationSpec)
-    if spec.arch not in list_models():
-        raise ValueError(f"unknown model {spec.arch!r}; valid: {', '.join(list_models())}")
-    device = resolve_device(workspace.device)
-    if workspace.recompute:  # a stored evaluation failing verification: quarantined, computed again
-        set_aside_if_broken(workspace.store, spec)
-    existing = workspace.store.get(spec)
-    if existing is not None:
-        return existing
-    protocol = training_protocol(spec)
-    images, labels = training_set(spec.subject, workspace)  # before this run's lock
-    with workspace.store.computing(spec, device=str(device),
-                                   recompute=workspace.recompute) as job:
-        if job.run is not None:
-            return job.run
-        if protocol.learned_lr:  # MTT: the lr the stored distillation learned
-            learned = distill_run(spec.subject, workspace).tensors()["learned_lr"]
-            protocol = replace(protocol, lr=float(learned), learned_lr=False)
-        ctx = job.context
-        saved = ctx.load_checkpoint()  # the rows of the networks finished before an interruption
-        rows = evaluate_images(
-            images, labels, workspace.dataset(spec.subject.dataset), [spec.arch], spec.n_nets,
-            protocol, evaluation_seed_parts(spec.subject.dataset, subject_seed(spec.subject)),
-            device=str(device), progress=workspace.progress, compile=workspace.compile,
-            finished=saved[0].get("rows", ()) if saved and isinstance(saved[0], dict) else (),
-            on_rows=lambda done: ctx.save_checkpoint({"rows": done}, len(done)),
-        )
-        job.context.add_timing("evaluate_seconds", sum(row["seconds"] for row in rows))
-        metrics = {"rows": rows, "summary": summarize(rows)[spec.arch]}
-        if spec.protocol.learned_lr:
-            metrics["lr"] = protocol.lr  # the learned lr the networks trained at
-        return job.complete(metrics)

@@ -3,7 +3,7 @@
 A spec's canonical JSON (:func:`canonical_json`) hashes to a run id such as
 ``distill-3fa9c1e07b2d4a11`` (:func:`spec_id`; both live in :mod:`ptmdd_helpers.specs`).
 :meth:`RunStore.computing` (the one way a run is computed: ``runs.distill_run``,
-``runs.evaluation_run``) serves a complete run without work, resumes an interrupted one from its
+``evaluations.evaluation_run``) serves a complete run without work, resumes an interrupted one from its
 checkpoint, and lets only one process compute a given run (a file lock). Every file is written
 atomically, and ``metrics.json`` is written last, so a killed process never leaves a run that looks
 complete.

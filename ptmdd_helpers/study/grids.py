@@ -17,7 +17,8 @@ from ..data.datasets import get_info
 from ..distill import DistillSpec, get_method, list_methods, make_spec
 from ..pools.guidance import GuidanceSpec, make_guidance
 from ..pools.members import MemberSpec, recipe_identity
-from ..store.runs import EvaluationSpec, RealSubsetSpec, WholeDatasetSpec, subject_learns_lr
+from ..store.evaluations import subject_learns_lr
+from ..store.runs import EvaluationSpec, RealSubsetSpec, WholeDatasetSpec
 from .grid import Grid, PoolNeed
 from .profiles import NOTEBOOKS, StudyError
 from .values import (

@@ -120,7 +120,8 @@ def execute_task(task: Task, config: Mapping[str, Any]) -> tuple[str, str, str]:
         import torch
 
         from ..pools.pretrain import train_member
-        from ..store.runs import distill_run, evaluation_run
+        from ..store.evaluations import evaluation_run
+        from ..store.runs import distill_run
 
         if config.get("threads"):
             torch.set_num_threads(int(config["threads"]))
