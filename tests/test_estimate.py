@@ -11,7 +11,7 @@ import yaml
 
 from ptmdd_helpers import study
 from ptmdd_helpers.cli.commands import main
-from ptmdd_helpers.study.estimate import Timer, estimate
+from ptmdd_helpers.study.estimate import Timer, estimate, print_estimates
 
 PROFILE = {
     "shared": {
@@ -71,3 +71,22 @@ def test_the_dry_run_prints_hours_per_notebook_and_the_total(profile, capsys):
     overrides = [f"--set={item}" for item in roots]
     assert main(["study", "--profile", str(path), "--estimate", *overrides]) == 2
     assert "--estimate goes with --dry-run" in capsys.readouterr().err
+
+
+def test_with_batches_of_replicates_each_shape_is_also_timed_as_a_batch(profile):
+    path, roots = profile
+    params = study.load_profile(path, roots)["05_alpha"]
+    grid = study.build_grid("05_alpha", params)
+    workspace = study.workspace(params)
+    with Timer(workspace, replicas=3) as timer:
+        cost = estimate([grid], workspace, "05_alpha", timer)
+        batched = {spec: timer.per_iteration(spec, batched=True) for spec in grid.distillations}
+        assert all(s > 0 for s in batched.values())
+        assert batched != {spec: timer.per_iteration(spec) for spec in grid.distillations}
+        assert cost.batched_distill == pytest.approx(
+            sum(s * spec.iterations for spec, s in batched.items()))
+        assert cost.batched_total == pytest.approx(
+            cost.total - cost.seconds["distill"] + cost.batched_distill)
+    out = io.StringIO()
+    print_estimates([cost], out, "cpu", replicas=3)
+    assert re.search(r"batches of up to 3 replicates .* 05_alpha [\d.]+$", out.getvalue(), re.M)

@@ -20,11 +20,10 @@ from ptmdd_helpers.pools.guidance import GuidanceSpec
 from ptmdd_helpers.pools.members import MTT_EXPERT_RECIPE, MemberSpec, PoolError, recipe_identity, safe_load
 from ptmdd_helpers.pools.pretrain import train_pool
 from ptmdd_helpers.specs import spec_id
-
-# Digits (8×8, ~6 expert steps per epoch) needs fewer student steps and a smaller image lr than
 from ptmdd_helpers.store.evaluations import evaluation_run
 from ptmdd_helpers.store.runs import EvaluationSpec, RealSubsetSpec, Workspace, distill_run
 
+# Digits (8×8, ~6 expert steps per epoch) needs fewer student steps and a smaller image lr than
 # CIFAR-10's defaults; these are the smoke profile's MTT settings.
 FAST = {"model": "ConvNetW32", "syn_steps": 10, "expert_epochs": 2, "max_start_epoch": 4,
         "lr_img": 10.0, "lr_lr": 1e-5, "n_experts": 2}

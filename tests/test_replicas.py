@@ -188,3 +188,29 @@ def test_kill_9_mid_batch_then_resume_gives_the_same_tensors(tmp_path):
         assert interrupted.metrics["loss_history"] == uninterrupted.metrics["loss_history"]
         for name, tensor in uninterrupted.tensors().items():
             assert torch.equal(interrupted.tensors()[name], tensor), name
+
+
+def test_the_study_packs_ready_distillations_of_one_shape(tmp_path, monkeypatch):
+    from ptmdd_helpers.store import runs
+    from ptmdd_helpers.study.tasks import Task, run_local, workspace_config
+
+    sizes = []
+    real_run_replicas = runs.run_replicas
+
+    def recording(replicas, *args, **kwargs):
+        sizes.append(len(replicas))
+        return real_run_replicas(replicas, *args, **kwargs)
+
+    monkeypatch.setattr(runs, "run_replicas", recording)
+    dm = make_spec("Digits", "DM", 1, iterations=2, **SETTINGS)
+    specs = [dataclasses.replace(dm, seed=seed) for seed in range(4)]
+    specs += [dataclasses.replace(dm, seed=0, iterations=3),  # only iterations apart from specs[0]
+              make_spec("Digits", "DC", 1, iterations=1, **SETTINGS)]  # another shape
+    ws = Workspace(RunStore(tmp_path / "store"), progress=False)
+    lines: list[str] = []
+    results = run_local([Task("distill", spec) for spec in specs], workspace_config(ws), 1,
+                        lines.append, replicas=3)
+    assert sorted(status for status, _ in results.values()) == ["computed"] * 6
+    assert sizes == [3, 2]  # seeds 0-2; then seed 3 with the 3-iteration seed 0; DC alone
+    assert [line.split("]")[0] for line in lines] == [f"[{n}/6" for n in range(1, 7)]
+    assert len(ws.store.runs("distill")) == 6

@@ -36,7 +36,8 @@ def _compute(grids: Sequence[Grid], ws: Workspace, params: Mapping[str, Any],
              verbose: bool) -> Results:
     return compute(grids, ws, executor=params["executor"],
                    workers=int(params["workers"]), slurm=params.get("slurm"),
-                   folder=batch_dir(params) / "submitit", verbose=verbose)
+                   folder=batch_dir(params) / "submitit", verbose=verbose,
+                   replicas=(params.get("distill") or {}).get("replicas"))
 
 
 def run(grid: Grid, executor: str | None = None, workers: int | None = None, *,
@@ -116,11 +117,14 @@ def dry_run(profile: str | Path, overrides: Overrides = None, only: Sequence[str
     if estimate:
         from .estimate import Timer, print_estimates
         from .estimate import estimate as estimate_of
+        from .packing import replicate_batch_size
 
-        with Timer(ws) as timer:
+        replicas = replicate_batch_size((params[notebooks[0]].get("distill") or {}).get("replicas"),
+                                        ws.device)
+        with Timer(ws, replicas) as timer:
             costs = [estimate_of([g], ws, g.notebook, timer) for g in grids]
             costs.append(estimate_of(grids, ws, "total (deduplicated)", timer))
-        print_estimates(costs, file, str(timer.device))
+        print_estimates(costs, file, str(timer.device), replicas)
     return rows
 
 

@@ -14,7 +14,9 @@ over what the store and the pool root still lack:
 - a pool member: the same for its architecture on its source's training set, times its epochs.
 
 Times are sequential (one task after another in one process); the study's executor runs
-``workers`` of them side by side, which on a CPU shares its cores.
+``workers`` of them side by side, which on a CPU shares its cores. Where the study packs
+distillations into batches of replicates (``distill.replicas``; :mod:`.packing`), each shape is
+also timed as one batch of that many replicates, and the total with batching is printed beside.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from typing import TextIO
 
 from ..data.datasets import get_info, load_dataset, random_dataset
-from ..distill import DistillSpec, distill, load_resources
+from ..distill import DistillSpec, Replica, distill, get_method, load_resources, run_replicas
 from ..evaluation.evaluate import evaluate_images
 from ..evaluation.protocol import EvalProtocol
 from ..networks.models import create_model
@@ -57,6 +59,12 @@ class Estimate:
     seconds: dict[str, float] = field(default_factory=lambda: {
         "member": 0.0, "distill": 0.0, "evaluation": 0.0})
     untimed: list[str] = field(default_factory=list)
+    batched_distill: float = 0.0  # the distillations' seconds in batches of replicates
+
+    @property
+    def batched_total(self) -> float:
+        """All kinds together, distillations in batches of replicates, in seconds."""
+        return self.total - self.seconds["distill"] + self.batched_distill
 
     @property
     def total(self) -> float:
@@ -76,8 +84,9 @@ class Timer:
     """Seconds per unit of each shape of work, measured once per shape on ``workspace``'s device
     (a context manager: the untrained PTMs it times with are deleted on exit)."""
 
-    def __init__(self, workspace: Workspace) -> None:
+    def __init__(self, workspace: Workspace, replicas: int = 1) -> None:
         self.workspace = workspace
+        self.replicas = replicas  # distillations per batch of replicates (study.packing)
         self.device = resolve_device(workspace.device)
         self.cache: dict[object, float | None] = {}
         self.pools = tempfile.TemporaryDirectory(prefix="ptmdd-estimate-")  # untrained PTMs
@@ -88,16 +97,21 @@ class Timer:
     def __exit__(self, *exc: object) -> None:
         self.pools.cleanup()
 
-    def per_iteration(self, spec: DistillSpec) -> float | None:
-        """Seconds per iteration of ``spec`` (``None`` where it cannot be timed here)."""
+    def per_iteration(self, spec: DistillSpec, batched: bool = False) -> float | None:
+        """Seconds per iteration of ``spec`` (``None`` where it cannot be timed here); with
+        ``batched``, per replicate of a batch of ``replicas`` (alone where there is no batching)."""
         # neither α nor the PTMs' epoch or recipe changes the cost: untrained members, one α
         guidance = spec.guidance and replace(spec.guidance, alphas=(1.0,), epoch=0)
         shape = replace(spec, seed=0, iterations=1, guidance=guidance)
-        if shape not in self.cache:
-            self.cache[shape] = self._time_distillation(shape)
-        return self.cache[shape]
+        size = self.replicas if get_method(spec.method).batch_iteration is not None else 1
+        if not batched or size <= 1:
+            size = 1
+        key = shape if size == 1 else (shape, size)
+        if key not in self.cache:
+            self.cache[key] = self._time_distillation(shape, size)
+        return self.cache[key]
 
-    def _time_distillation(self, shape: DistillSpec) -> float | None:
+    def _time_distillation(self, shape: DistillSpec, replicas: int = 1) -> float | None:
         info = get_info(shape.dataset)
         real_batch = shape.guidance.real_batch if shape.guidance is not None else 0  # CCLoM's
         data = random_dataset(shape.dataset, max(shape.batch_real, shape.ipc, 16,
@@ -111,9 +125,14 @@ class Timer:
 
         def run(iterations: int) -> float:
             start = time.perf_counter()
-            distill(replace(shape, iterations=iterations), data, guidance=guidance,
-                    device=self.device, progress=False, resources=resources)
-            return time.perf_counter() - start
+            if replicas == 1:
+                distill(replace(shape, iterations=iterations), data, guidance=guidance,
+                        device=self.device, progress=False, resources=resources)
+            else:  # per replicate of one batch
+                run_replicas([Replica(replace(shape, iterations=iterations, seed=seed), guidance)
+                              for seed in range(replicas)], data, device=self.device,
+                             progress=False)
+            return (time.perf_counter() - start) / replicas
 
         run(1)  # the first call pays one-time costs (allocations, kernel choices)
         extra = TIMED_ITERATIONS
@@ -183,6 +202,7 @@ def estimate(grids: Sequence[Grid], workspace: Workspace, name: str, timer: Time
                 result.untimed.append(f"{spec.method} {spec.dataset} IPC {spec.ipc} (no experts)")
                 continue
             result.seconds["distill"] += per * spec.iterations
+            result.batched_distill += timer.per_iteration(spec, batched=True) * spec.iterations
         elif kind == "evaluation":
             assert isinstance(spec, EvaluationSpec)
             dataset, size = subject_size(spec.subject, workspace.data_root)
@@ -198,7 +218,7 @@ def estimate(grids: Sequence[Grid], workspace: Workspace, name: str, timer: Time
     return result
 
 
-def print_estimates(rows: Sequence[Estimate], file: TextIO, device: str) -> None:
+def print_estimates(rows: Sequence[Estimate], file: TextIO, device: str, replicas: int = 1) -> None:
     """The estimates as a table of hours, per notebook and in total."""
     print(f"estimated compute on {device}, sequential (hours):", file=file)
     print(f"{'':<24}{'pool members':>14}{'distillations':>15}{'evaluations':>13}{'total':>10}",
@@ -210,6 +230,10 @@ def print_estimates(rows: Sequence[Estimate], file: TextIO, device: str) -> None
               + f"{row.total / 3600:>10.2f}", file=file)
     print(f"(total: {rows[-1].total:.0f} s; what the store and the pool root already hold is not "
           f"counted)", file=file)
+    if replicas > 1:
+        print(f"with distillations in batches of up to {replicas} replicates (distill.replicas), "
+              f"total hours: " + ", ".join(f"{row.name} {row.batched_total / 3600:.2f}"
+                                           for row in rows), file=file)
     untimed = sorted({u for row in rows for u in row.untimed})
     if untimed:
         print(f"not timed (not in the totals): {'; '.join(untimed)}", file=file)

@@ -76,6 +76,7 @@ def distill_spec(
     method that reads pool members (MTT's experts) names the recipe the profile trains them with."""
     settings = dict(params.get("distill") or {})
     settings.pop("snapshots", None)  # where runs are recorded, not a setting (study.roots)
+    settings.pop("replicas", None)  # how runs are batched (study.packing), not a setting
     per_method = {m: settings.pop(m, None) or {} for m in list_methods()}
     settings.update(per_method[method])
     spec = make_spec(dataset or params["target"], method, int(ipc), seed=int(seed),

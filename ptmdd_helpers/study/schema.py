@@ -244,6 +244,8 @@ def parameters_model() -> type[Section]:
     methods = list(REGISTRY.values())
     distill = create_model("DistillSection", __base__=DistillSettings,
                            snapshots=(list[PositiveInt] | None, None),  # not a spec setting
+                           # distillations per batch of replicates (study.packing); not a setting
+                           replicas=(PositiveInt | Literal["auto"] | None, None),
                            **{m.name: (method_settings(m) | None, None) for m in methods})
     evaluation = create_model("EvalSection", __base__=EvalSettings,
                               **{m.name: (ProtocolSettings | None, None) for m in methods})

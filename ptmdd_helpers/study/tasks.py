@@ -29,6 +29,7 @@ from ..specs import spec_id
 from ..store.runs import Workspace
 from ..work import computed_count
 from .grid import Grid, merge_members, unique
+from .packing import pack, replicate_batch_size
 from .profiles import StudyError
 from .roots import batch_dir, workspace
 from .schema import EXECUTORS
@@ -114,19 +115,24 @@ def workspace_config(ws: Workspace, threads: int | None = None) -> dict[str, Any
             "method_modules": method_modules()}
 
 
+def _worker_workspace(config: Mapping[str, Any]) -> Workspace:
+    """This process set up as the config says (threads, plug-in methods); its workspace."""
+    import torch
+
+    if config.get("threads"):
+        torch.set_num_threads(int(config["threads"]))
+    import_method_modules(config.get("method_modules", ()))  # plug-in methods, as registered
+    return Workspace.from_settings(config)
+
+
 def execute_task(task: Task, config: Mapping[str, Any]) -> tuple[str, str, str]:
     """Run one task in this process; return (key, status, message); never raises."""
     try:
-        import torch
-
         from ..pools.pretrain import train_member
         from ..store.evaluations import evaluation_run
         from ..store.runs import distill_run
 
-        if config.get("threads"):
-            torch.set_num_threads(int(config["threads"]))
-        import_method_modules(config.get("method_modules", ()))  # plug-in methods, as registered
-        ws = Workspace.from_settings(config)
+        ws = _worker_workspace(config)
         before = computed_count()
         if task.kind == "member":
             train_member(task.spec, root=ws.pool_root, data_root=ws.data_root, device=ws.device,
@@ -143,11 +149,33 @@ def execute_task(task: Task, config: Mapping[str, Any]) -> tuple[str, str, str]:
             raise StudyError(f"unknown task kind {task.kind!r}")
         return task.key, "computed" if computed_count() > before else "found", ""
     except Exception as error:  # noqa: BLE001 - reported to the caller, which decides
-        status = "diverged" if type(error).__name__ == "DistillationDiverged" else "failed"
-        message = f"{type(error).__name__}: {error}"
-        if status == "failed":
-            message += "\n" + traceback.format_exc(limit=6)
-        return task.key, status, message
+        return task.key, *_failure(error)
+
+
+def _failure(error: Exception) -> tuple[str, str]:
+    """The status and message of a task that raised ``error``."""
+    status = "diverged" if type(error).__name__ == "DistillationDiverged" else "failed"
+    message = f"{type(error).__name__}: {error}"
+    if status == "failed":
+        message += "\n" + traceback.format_exc(limit=6)
+    return status, message
+
+
+def execute_group(group: Sequence[Task], config: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """Run a task, or distillations packed as one batch of replicates (:func:`pack`), in this
+    process; one (key, status, message) per task; never raises."""
+    if len(group) == 1:
+        return [execute_task(group[0], config)]
+    try:
+        from ..store.runs import distill_runs
+
+        outcomes = distill_runs([task.spec for task in group], _worker_workspace(config))
+        return [(task.key, status, "" if status != "diverged" else
+                 f"{type(outcome).__name__}: {outcome}")
+                for task, (status, outcome) in zip(group, outcomes, strict=True)]
+    except Exception as error:  # noqa: BLE001 - every task of the batch failed
+        status, message = _failure(error)
+        return [(task.key, status, message) for task in group]
 
 
 def execute_tasks(task_list: Sequence[Task], config: Mapping[str, Any]) -> list[tuple[str, str, str]]:
@@ -181,8 +209,10 @@ Results = dict[str, tuple[str, str]]
 
 
 def run_local(tasks: Sequence[Task], config: dict[str, Any], workers: int,
-              log: Callable[[str], None]) -> Results:
-    """Run ``tasks`` respecting dependencies in ``workers`` spawned processes (1: in-process)."""
+              log: Callable[[str], None], replicas: int = 1) -> Results:
+    """Run ``tasks`` respecting dependencies in ``workers`` spawned processes (1: in-process);
+    ready distillations of one shape go to one process as a batch of up to ``replicas``
+    (:func:`pack`)."""
     results: Results = {}
     keys = {t.key for t in tasks}
     deps = {t.key: [d for d in dependencies(t) if d in keys] for t in tasks}
@@ -200,12 +230,22 @@ def run_local(tasks: Sequence[Task], config: dict[str, Any], workers: int,
         log(f"[{len(results)}/{len(tasks)}] {status}: {key}" +
             (f" ({message.splitlines()[0]})" if message else ""))
 
+    def take(task: Task) -> list[Task]:
+        """``task`` with the ready distillations packed with it, out of ``waiting``."""
+        group = pack(task, [t for t in waiting if t is not task and ready(t)], replicas)
+        for member in group:
+            waiting.remove(member)
+        return group
+
     if workers <= 1:
-        for task in waiting:
+        while waiting:
+            task = waiting[0]
             if ready(task) is None:
+                waiting.remove(task)
                 settle(task.key, "skipped", "a task it depends on did not finish")
                 continue
-            settle(*execute_task(task, config))
+            for result in execute_group(take(task), config):
+                settle(*result)
         return results
 
     import multiprocessing
@@ -215,25 +255,29 @@ def run_local(tasks: Sequence[Task], config: dict[str, Any], workers: int,
     config = dict(config, threads=config.get("threads") or 1)
     with ProcessPoolExecutor(workers, mp_context=context, initializer=start_worker,
                              initargs=(int(config["threads"]), os.getpid())) as pool:
-        running: dict[Any, Task] = {}
+        running: dict[Any, list[Task]] = {}
         while waiting or running:
             for task in list(waiting):
+                if task not in waiting:  # packed with an earlier one
+                    continue
                 state = ready(task)
                 if state is None:
                     waiting.remove(task)
                     settle(task.key, "skipped", "a task it depends on did not finish")
                 elif state:
-                    waiting.remove(task)
-                    running[pool.submit(execute_task, task, config)] = task
+                    group = take(task)
+                    running[pool.submit(execute_group, group, config)] = group
             if not running:
                 continue
             finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
             for future in finished:
-                task = running.pop(future)
+                group = running.pop(future)
                 try:
-                    settle(*future.result())
+                    for result in future.result():
+                        settle(*result)
                 except Exception as error:  # noqa: BLE001 - a worker died
-                    settle(task.key, "failed", f"{type(error).__name__}: {error}")
+                    for task in group:
+                        settle(task.key, "failed", f"{type(error).__name__}: {error}")
     return results
 
 
@@ -291,9 +335,12 @@ def compute(
     grids: Grid | Sequence[Grid], ws: Workspace | None = None, *, executor: str = "local",
     workers: int = 1,
     slurm: Mapping[str, Any] | None = None, folder: str | Path | None = None,
-    verbose: bool = True,
+    verbose: bool = True, replicas: int | str | None = "auto",
 ) -> Results:
     """Compute everything the grids need that is not stored; return {task key: (status, message)}.
+
+    ``replicas``: distillations of one shape computed together as a batch of replicates, at most
+    (:func:`replicate_batch_size`; the local executor only).
 
     Raises :class:`StudyError` if a task failed (other than a diverged distillation, which is
     kept as a result: its evaluations are skipped and the frame says so).
@@ -317,7 +364,10 @@ def compute(
         f"with the {executor} executor, {workers} worker(s)")
     config = workspace_config(ws)
     if executor == "local":
-        results = run_local(tasks, config, int(workers), log)
+        size = replicate_batch_size(replicas, ws.device)
+        if size > 1:
+            log(f"distillations of one shape run as batches of up to {size} replicates")
+        results = run_local(tasks, config, int(workers), log, size)
     else:
         folder = folder or batch_dir(grids[0].params) / "submitit"
         results = run_slurm(tasks, config, int(workers), slurm or {}, Path(folder), log)
