@@ -252,7 +252,9 @@ def run_local(tasks: Sequence[Task], config: dict[str, Any], workers: int,
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     context = multiprocessing.get_context("spawn")
-    config = dict(config, threads=config.get("threads") or 1)
+    # the cores shared out: two processes of two threads on two cores slow each other 3-10x
+    # (spin-waiting); on a GPU box's 16 cores, 4 workers get 4 threads each
+    config = dict(config, threads=config.get("threads") or max(1, (os.cpu_count() or 1) // workers))
     with ProcessPoolExecutor(workers, mp_context=context, initializer=start_worker,
                              initargs=(int(config["threads"]), os.getpid())) as pool:
         running: dict[Any, list[Task]] = {}
