@@ -7,18 +7,15 @@ Rows (``--only`` picks some, comma-separated):
                 best of the two in a precision is the peak every row of that precision is compared
                 with (an NCHW convolution is shown too);
 * ``dc1``       one DC iteration, IPC 1 (one outer step, batch_real 256 per class);
-* ``dc10``      one DC iteration, IPC 10 (10 outer steps, 50 inner epochs);
-* ``dsa10``     one DSA iteration, IPC 10;
+* ``dc10``, ``dsa10``  one DC, one DSA iteration, IPC 10 (10 outer steps, 50 inner epochs);
 * ``dm10``      one DM iteration, IPC 10, batch_real 256 per class;
 * ``dm10clom``  the same with CLoM from one (randomly initialized, frozen) ConvNet;
 * ``eval20``    training and testing 20 ConvNets on an IPC-10 set (300 epochs, DC protocol);
 * ``mtt1``      one MTT iteration at the cpu profile's settings (FashionMNIST shapes, ConvNetW32,
                 IPC 1, its ``distill.MTT`` values: N student steps on all 10 images);
 * ``mtt10``     one MTT iteration at CIFAR-10 IPC 10 shapes (3×32×32, 100 images), ConvNet, N = 30
-                (MTT's CIFAR-10 IPC-10 value), all images per step.
-
-The MTT rows match synthetic expert trajectories held in memory (a seeded initialization plus a
-random step per epoch): the cost of an iteration does not depend on the experts' values.
+                (MTT's CIFAR-10 IPC-10 value), all images per step. Both match synthetic
+                expert trajectories in memory: the cost does not depend on the experts' values.
 
 Each row gives seconds, images per second, GFLOP (counted with ``torch.utils.flop_counter`` on an
 untimed run that also warms up), effective GFLOP/s and its fraction of the peak of its precision;
@@ -36,9 +33,7 @@ batched one. The evaluation row trains its networks as ``evaluate_images`` does 
 ensemble on CUDA, one after another on a CPU). ``--compare`` runs both paths of every row (batched
 and looped, ensemble and loop). ``--precision bf16`` runs every row in mixed precision: the
 distillation spec's ``precision`` and the evaluation protocol's. Results are printed as a table
-and, with ``--json PATH``, written as JSON.
-
-Usage: ``python benchmarks/bench.py --quick --json bench.json [--only dc1,dm10] [--compare]``
+and, with ``--json PATH``, written as JSON (usage: benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -65,6 +60,7 @@ sys.path.insert(0, str(REPO))
 from ptmdd_helpers.data.datasets import LoadedDataset, random_dataset  # noqa: E402
 from ptmdd_helpers.distill import distill, grouped, make_spec, protocol_for  # noqa: E402
 from ptmdd_helpers.evaluation.evaluate import evaluate_images  # noqa: E402
+from ptmdd_helpers.malloc import tune_malloc  # noqa: E402
 from ptmdd_helpers.networks.training import PRECISIONS  # noqa: E402
 from ptmdd_helpers.pools.guidance import Guidance, GuidanceSpec  # noqa: E402
 from ptmdd_helpers.pools.members import MemberSpec  # noqa: E402
@@ -296,8 +292,7 @@ def distill_row(name: str, method: str, ipc: int, data: LoadedDataset, device: t
                 batched: bool, quick: bool, repeats: int, clom: Guidance | None = None,
                 precision: str = "fp32") -> dict:
     """Seconds and FLOPs of one distillation iteration (IPC-10 DC/DSA extrapolated in quick mode)."""
-    spec = row_spec(method, ipc, precision)
-    guidance = clom
+    spec, guidance = row_spec(method, ipc, precision), clom
     if clom is not None:
         spec = dataclasses.replace(spec, guidance=clom.spec)
 
@@ -317,7 +312,8 @@ def distill_row(name: str, method: str, ipc: int, data: LoadedDataset, device: t
         at1 = measure(dataclasses.replace(spec, outer_loop=1))
         at2 = measure(dataclasses.replace(spec, outer_loop=2))
         k = outer - 1
-        measured = [v1 + k * (v2 - v1) for v1, v2 in zip(at1, at2, strict=True)]
+        measured = [None if v1 is None or v2 is None else v1 + k * (v2 - v1)  # no bf16 column
+                    for v1, v2 in zip(at1, at2, strict=True)]
         note = f"extrapolated from 1 and 2 outer steps ({at1[0]:.2f} s, {at2[0]:.2f} s)"
     else:
         measured = measure(spec)
@@ -414,12 +410,12 @@ def main(argv: list[str] | None = None) -> dict:
                              "protocol's (bf16: convolutions and matmuls under autocast)")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--repeats", type=int, help="timed runs per row, best kept (default 1, 2 full)")
-    parser.add_argument("--no-bf16-bound", action="store_true",
-                        help="fp32 runs: skip the bf16 peak and the rows' bf16 'conv alone' column "
-                             "(minutes on a CPU without native bfloat16)")
-    parser.add_argument("--small-peak", action="store_true",
-                        help="measure the peak on a 32-image convolution and a 512² matmul (fast; "
-                             "reads below the full peak, so fractions of it read high)")
+    parser.add_argument("--no-bf16-bound", action="store_true", help="fp32 runs: skip the bf16 "
+                        "peak and the bf16 'conv alone' column (minutes without native bfloat16)")
+    parser.add_argument("--small-peak", action="store_true", help="the peak on a 32-image "
+                        "convolution and a 512² matmul (fast; reads below the full peak)")
+    parser.add_argument("--untuned", action="store_true", help="leave glibc's allocator as it is "
+                        "(the CLI and the study's workers tune it: ptmdd_helpers.malloc)")
     parser.add_argument("--pass-mb", type=float,
                         help="activation MB per pass on a CPU (grouped.CPU_PASS_BYTES)")
     args = parser.parse_args(argv)
@@ -434,6 +430,7 @@ def main(argv: list[str] | None = None) -> dict:
     device = torch.device(args.device)
     repeats = args.repeats or (1 if args.quick else 2)
     info = machine(device)
+    info["malloc_tuned"] = False if args.untuned else tune_malloc()  # what users run
     print("machine:", json.dumps(info, indent=1), flush=True)
     paths = [True, False] if args.compare else [not args.looped]
     ensembles = [True, False] if args.compare else [device.type == "cuda"]  # evaluate_images' default

@@ -191,7 +191,7 @@ def test_groups_and_extra_networks_leave_rows_unchanged(digits, subset10):
 
 def test_out_of_gpu_memory_halves_the_group(monkeypatch, digits, subset10):
     calls = []
-    original = ev._train_and_test_ensemble
+    original = ev.train_and_test_ensemble
 
     def small_gpu(*args, **kwargs):
         calls.append(len(args[7]))  # the seed parts: one per network of the group
@@ -199,14 +199,14 @@ def test_out_of_gpu_memory_halves_the_group(monkeypatch, digits, subset10):
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(ev, "_train_and_test_ensemble", small_gpu)
+    monkeypatch.setattr(ev, "train_and_test_ensemble", small_gpu)
     protocol = protocol_for("DC", epochs=1, batch_size=32)
     with pytest.warns(RuntimeWarning, match="retrying 2 at a time"):
         rows = evaluate_images(*subset10, digits, ["MLP"], 5, protocol, ("oom",), progress=False,
                                ensemble=True)
     assert calls == [5, 2, 2, 1]
     assert [r["net"] for r in rows] == list(range(5))
-    monkeypatch.setattr(ev, "_train_and_test_ensemble", original)
+    monkeypatch.setattr(ev, "train_and_test_ensemble", original)
     assert [r["accuracy"] for r in rows] == [r["accuracy"] for r in evaluate_images(
         *subset10, digits, ["MLP"], 5, protocol, ("oom",), progress=False, ensemble=True)]
 

@@ -90,3 +90,20 @@ def test_with_batches_of_replicates_each_shape_is_also_timed_as_a_batch(profile)
     out = io.StringIO()
     print_estimates([cost], out, "cpu", replicas=3)
     assert re.search(r"batches of up to 3 replicates .* 05_alpha [\d.]+$", out.getvalue(), re.M)
+
+
+def test_a_looping_method_is_timed_at_one_and_two_outer_steps_and_extrapolated(tmp_path):
+    from dataclasses import replace
+
+    from ptmdd_helpers.distill import make_spec
+    from ptmdd_helpers.store.runs import Workspace
+
+    spec = make_spec("Digits", "DC", 2, iterations=40, model="ConvNetW32", batch_real=16,
+                     outer_loop=6, inner_loop=2, seed=3)
+    with Timer(Workspace(tmp_path / "store", progress=False)) as timer:
+        per = timer.per_iteration(spec)
+        shape = replace(spec, seed=0, iterations=1)
+        one, two = (timer.cache[replace(shape, outer_loop=k)] for k in (1, 2))
+        assert shape not in timer.cache  # six outer steps never run
+        assert two > one > 0
+        assert per == pytest.approx(one + 5 * (two - one))

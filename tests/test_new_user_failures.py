@@ -316,19 +316,19 @@ def test_an_interrupted_ensemble_keeps_its_finished_groups(digits, monkeypatch):
     kwargs = {"progress": False, "ensemble": True, "ensemble_size": 2}
     straight = evaluate.evaluate_images(*args, **kwargs)
     saved: list = []
-    groups = evaluate._train_and_test_ensemble
+    groups = evaluate.train_and_test_ensemble
 
     def second_fails(*a, **k):
         if saved:
             raise KeyboardInterrupt
         return groups(*a, **k)
 
-    monkeypatch.setattr(evaluate, "_train_and_test_ensemble", second_fails)
+    monkeypatch.setattr(evaluate, "train_and_test_ensemble", second_fails)
     with pytest.raises(KeyboardInterrupt):
         evaluate.evaluate_images(*args, **kwargs, on_rows=lambda rows: saved.append(rows))
     assert [r["net"] for r in saved[-1]] == [0, 1]
     trained: list = []
-    monkeypatch.setattr(evaluate, "_train_and_test_ensemble",
+    monkeypatch.setattr(evaluate, "train_and_test_ensemble",
                         lambda *a, **k: trained.append(a[7]) or groups(*a, **k))
     resumed = evaluate.evaluate_images(*args, **kwargs, finished=saved[-1])
     assert len(trained) == 1 and [p[-1] for p in trained[0]] == [2, 3]

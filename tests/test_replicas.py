@@ -214,3 +214,49 @@ def test_the_study_packs_ready_distillations_of_one_shape(tmp_path, monkeypatch)
     assert sizes == [3, 2]  # seeds 0-2; then seed 3 with the 3-iteration seed 0; DC alone
     assert [line.split("]")[0] for line in lines] == [f"[{n}/6" for n in range(1, 7)]
     assert len(ws.store.runs("distill")) == 6
+
+
+# --------------------------------------------------------------------------- evaluations together
+
+
+def _evaluations(n_sets: int = 3):
+    from ptmdd_helpers.distill import protocol_for
+    from ptmdd_helpers.store.runs import EvaluationSpec, RealSubsetSpec
+
+    protocol = protocol_for("DSA", epochs=3, batch_size=32)
+    dm = make_spec("Digits", "DM", 2, iterations=2, **SETTINGS)
+    subjects = [dataclasses.replace(dm, seed=seed) for seed in range(n_sets - 1)]
+    subjects.append(RealSubsetSpec("Digits", 2, 7))  # a set of the same shape, another kind
+    return [EvaluationSpec(subject, "ConvNetW32", 2, protocol) for subject in subjects]
+
+
+def test_evaluations_of_many_sets_train_as_one_ensemble_and_are_stored_one_by_one(tmp_path):
+    from ptmdd_helpers.store.evaluations import evaluation_run, evaluation_runs
+
+    specs = _evaluations()
+    together = Workspace(RunStore(tmp_path / "together"), progress=False)
+    outcomes = evaluation_runs(specs, together, ensemble=True)
+    assert [status for status, _ in outcomes] == ["computed"] * 3
+    alone = Workspace(RunStore(tmp_path / "alone"), progress=False)
+    for spec, (_, run) in zip(specs, outcomes, strict=True):
+        reference = evaluation_run(spec, alone)  # the loop, one network after another
+        assert run.id == reference.id
+        rows, expected = run.metrics["rows"], reference.metrics["rows"]
+        assert [(r["arch"], r["net"]) for r in rows] == [(r["arch"], r["net"]) for r in expected]
+        # float32 ensemble against the loop: the same accuracies up to a near-tie (1 test image)
+        assert [r["accuracy"] for r in rows] == pytest.approx(
+            [r["accuracy"] for r in expected], abs=1.5 / len(load_dataset("Digits").test_labels))
+    assert [status for status, _ in evaluation_runs(specs, together, ensemble=True)] == \
+        ["found"] * 3
+
+
+def test_the_study_packs_evaluations_of_one_shape_where_it_ensembles():
+    from ptmdd_helpers.study.packing import pack
+    from ptmdd_helpers.study.tasks import Task
+
+    specs = _evaluations(4)
+    other = dataclasses.replace(specs[0], n_nets=3)  # another shape
+    tasks = [Task("evaluation", spec) for spec in [*specs, other]]
+    assert pack(tasks[0], tasks[1:], size=1, sets=3) == tasks[:3]
+    assert pack(tasks[0], tasks[1:], size=8, sets=1) == tasks[:1]  # a CPU: no ensemble packing
+    assert pack(tasks[4], tasks[:4], size=8, sets=8) == tasks[4:]

@@ -162,8 +162,9 @@ def dc_iteration(state: DistillState) -> torch.Tensor:
 DC = register_method(Method(
     "DC", dc_iteration, iterations=1000, lr_img=0.1, init="noise", siamese=False,
     eval_epochs=300, eval_augment="none", eval_reference_augment=dc_reference_augment,
-    batch_iteration=dc_batch_iteration, description="gradient matching (Zhao et al., ICLR 2021)"))
+    batch_iteration=dc_batch_iteration, loops=True,
+    description="gradient matching (Zhao et al., ICLR 2021)"))
 DSA = register_method(Method(
     "DSA", dc_iteration, iterations=1000, lr_img=0.1, init="noise", siamese=True,
-    eval_epochs=1000, eval_augment="dsa", batch_iteration=dc_batch_iteration,
+    eval_epochs=1000, eval_augment="dsa", batch_iteration=dc_batch_iteration, loops=True,
     description="gradient matching with differentiable Siamese augmentation (Zhao & Bilen, 2021)"))

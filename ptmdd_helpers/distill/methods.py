@@ -46,6 +46,9 @@ class Method:
       recipe_name, identity)`` returns ``spec`` naming the identity of their recipe.
     - ``cli_resolve(args, given)`` completes the options given on the command line.
     - ``eval_*``: the evaluation protocol's defaults (:func:`protocol_for`).
+    - ``loops``: whether an iteration runs the spec's ``outer_loop`` steps (with ``inner_loop``
+      epochs between them), so that its cost grows linearly with them (the cost estimate times
+      one and two outer steps).
     - ``batch_iteration(states)``, optional: one iteration of several replicates computed together
       (:func:`~.loop.run_replicas`), each state's exactly as ``iteration`` computes it alone (its
       own streams), up to float rounding; returns their losses. ``None``: no batching.
@@ -71,6 +74,7 @@ class Method:
     cli_resolve: Callable[[Any, dict], dict] | None = None
     bind_recipe: Callable[[Any, str, str], Any] | None = None
     batch_iteration: Callable[[Any], Any] | None = None
+    loops: bool = False  # its iteration runs the spec's outer/inner loops (DC, DSA)
     description: str = ""
 
     def option_names(self) -> tuple[str, ...]:

@@ -26,13 +26,12 @@ loop :func:`~ptmdd_helpers.networks.training.train_epoch`.
 mixed precision (:data:`~ptmdd_helpers.networks.training.PRECISIONS`): convolutions and matmuls in
 bfloat16 under ``torch.autocast``; weights, gradients and the loss in float32.
 
-Execution (not part of a protocol's identity, so not of any run id): on CUDA, or when asked with
-``ensemble=True``, :func:`evaluate_images` trains the networks of one architecture together as a
-``vmap`` ensemble (:class:`~ptmdd_helpers.networks.ensemble.Ensemble`) -- each network with its own
-initialization, batch order and augmentation draws, as in the loop; on CPU it trains them one by one
-by default (faster there: ``benchmarks/README.md``). An architecture that cannot be vmapped
-(:func:`ensemble_fallback_reason`) is always trained in the loop. The two paths agree up to float
-arithmetic (``tests/test_ensemble.py``).
+Execution (in no run id): on CUDA, or with ``ensemble=True``, :func:`evaluate_images` trains the
+networks of one architecture as a ``vmap`` ensemble (:class:`~ptmdd_helpers.networks.ensemble.Ensemble`),
+each with its own initialization, batch order and augmentation draws, as in the loop; on CPU one by
+one (faster there: ``benchmarks/README.md``); an architecture that cannot be vmapped
+(:func:`ensemble_fallback_reason`) always in the loop. Both agree up to float arithmetic
+(``tests/test_ensemble.py``); :mod:`.sets` trains the networks of several sets as one ensemble.
 
 On CPU, results are bitwise reproducible; on CUDA, cuDNN may make repeated runs differ slightly.
 """
@@ -63,13 +62,9 @@ from ..networks.training import (
 )
 from ..seeding import make_generator
 from .protocol import EvalProtocol
-from .training_sets import (
-    check_archs,
-    check_training_set,
-    network_seed_parts,
-)
+from .training_sets import check_archs, check_training_set, network_seed_parts
 
-__all__ = ["evaluate_images", "train_and_test"]
+__all__ = ["evaluate_images", "train_and_test", "train_and_test_ensemble"]
 
 LOG_EVERY_EPOCHS = 10  # the ensemble's progress bar reads its training accuracy this often
 
@@ -160,7 +155,7 @@ def _train_and_test(
     }
 
 
-def _train_and_test_ensemble(
+def train_and_test_ensemble(
     images: torch.Tensor,
     labels: torch.Tensor,
     test_images: torch.Tensor,
@@ -171,11 +166,13 @@ def _train_and_test_ensemble(
     seed_parts: Sequence[tuple],
     device: torch.device,
     progress: bool = False,
+    per_network_images: bool = False,
 ) -> list[dict]:
     """Train one network per ``seed_parts`` entry together as a vmap ensemble; one dict each.
 
     Network i is initialized, shuffled and augmented as :func:`_train_and_test` with
-    ``seed_parts[i]`` would do it; ``seconds`` is the ensemble's time divided by its size.
+    ``seed_parts[i]`` would do it; ``seconds`` is the ensemble's time divided by its size. With
+    ``per_network_images`` network i trains on ``images[i]`` (the labels are shared).
     """
     start = time.perf_counter()
     recipe = protocol.recipe()
@@ -191,7 +188,8 @@ def _train_and_test_ensemble(
                desc=f"evaluate {data.info.name} {arch} x{len(ensemble)}")
     for epoch in bar:
         _, train_accuracy = ensemble.train_epoch(
-            optimizer, images, labels, recipe.batch_size, orders, augment, augment_draws
+            optimizer, images, labels, recipe.batch_size, orders, augment, augment_draws,
+            per_network_images=per_network_images,
         )
         scheduler.step()
         if progress and (epoch + 1) % LOG_EVERY_EPOCHS == 0:  # a read: the host waits here
@@ -286,7 +284,7 @@ def _ensemble_rows(
             continue
         out_of_memory = False
         try:
-            results = _train_and_test_ensemble(
+            results = train_and_test_ensemble(
                 *train, *test, data, arch, protocol,
                 [network_seed_parts(seed_parts, net) for net in nets], device, progress,
             )

@@ -4,7 +4,8 @@ Each distinct shape of work is timed briefly on this device, on data of the data
 pixels: the cost does not depend on them, and the data need not be on disk), and multiplied out
 over what the store and the pool root still lack:
 
-- a distillation: seconds per iteration over a few iterations after an untimed one, guided by
+- a distillation: seconds per iteration over a few iterations after an untimed one (DC and DSA
+  at one and two outer steps, extrapolated to their outer loop), guided by
   untrained members of the guidance's architectures (a forward costs what a trained one costs);
   its shape is the spec without its seed, iteration count and guidance weights, epoch and pool;
   MTT is timed only where its experts are on disk;
@@ -99,16 +100,25 @@ class Timer:
 
     def per_iteration(self, spec: DistillSpec, batched: bool = False) -> float | None:
         """Seconds per iteration of ``spec`` (``None`` where it cannot be timed here); with
-        ``batched``, per replicate of a batch of ``replicas`` (alone where there is no batching)."""
+        ``batched``, per replicate of a batch of ``replicas`` (alone where there is no batching).
+        A method that loops (DC, DSA) is timed at one and two outer steps and extrapolated to
+        its ``outer_loop`` (an iteration is outer × matching + (outer − 1) × inner loop)."""
         # neither α nor the PTMs' epoch or recipe changes the cost: untrained members, one α
         guidance = spec.guidance and replace(spec.guidance, alphas=(1.0,), epoch=0)
         shape = replace(spec, seed=0, iterations=1, guidance=guidance)
-        size = self.replicas if get_method(spec.method).batch_iteration is not None else 1
-        if not batched or size <= 1:
-            size = 1
-        key = shape if size == 1 else (shape, size)
+        method = get_method(spec.method)
+        size = self.replicas if batched and method.batch_iteration is not None else 1
+        if method.loops and shape.outer_loop > 2:
+            one, two = (self._timed(replace(shape, outer_loop=k), size) for k in (1, 2))
+            if one is None or two is None:
+                return None
+            return one + (shape.outer_loop - 1) * max(two - one, 0.0)
+        return self._timed(shape, size)
+
+    def _timed(self, shape: DistillSpec, size: int) -> float | None:
+        key = shape if size <= 1 else (shape, size)
         if key not in self.cache:
-            self.cache[key] = self._time_distillation(shape, size)
+            self.cache[key] = self._time_distillation(shape, max(size, 1))
         return self.cache[key]
 
     def _time_distillation(self, shape: DistillSpec, replicas: int = 1) -> float | None:

@@ -1,5 +1,5 @@
-"""Distillations packed into batches of replicates: which ready ones a process computes
-together (:func:`pack`) and how many at most (:func:`replicate_batch_size`)."""
+"""Tasks packed for one process: distillations into batches of replicates, evaluations into one
+ensemble over their sets (:func:`pack`), and how many at most (:func:`replicate_batch_size`)."""
 
 from __future__ import annotations
 
@@ -9,27 +9,38 @@ from typing import TYPE_CHECKING
 
 from ..distill import get_method
 from ..distill.spec import batch_key
+from ..store.evaluations import together_key
 
 if TYPE_CHECKING:
     from .tasks import Task
 
 
-def pack(task: Task, ready: Sequence[Task], size: int) -> list[Task]:
-    """``task`` and, if it is a distillation whose method batches replicates, up to ``size`` − 1
-    of the ``ready`` distillations of its shape (:func:`~ptmdd_helpers.distill.spec.batch_key`;
-    none only iterations apart): what one process computes as one batch."""
-    if size <= 1 or task.kind != "distill" or get_method(task.spec.method).batch_iteration is None:
-        return [task]
-    key, group = batch_key(task.spec), [task]
-    seen = {replace(task.spec, iterations=1)}
-    for other in ready:
-        if len(group) >= size:
-            break
-        if other is task or other.kind != "distill" or batch_key(other.spec) != key:
-            continue
-        stripped = replace(other.spec, iterations=1)
-        if stripped not in seen:
+def pack(task: Task, ready: Sequence[Task], size: int, sets: int = 1) -> list[Task]:
+    """``task`` and the ``ready`` tasks one process computes with it: for a distillation whose
+    method batches replicates, up to ``size`` − 1 distillations of its shape
+    (:func:`~ptmdd_helpers.distill.spec.batch_key`; none only iterations apart); for an
+    evaluation, up to ``sets`` − 1 evaluations trained with it as one ensemble
+    (:func:`~ptmdd_helpers.store.evaluations.together_key`)."""
+    if task.kind == "evaluation" and sets > 1:
+        key, limit = together_key(task.spec), sets
+        fits = lambda other: together_key(other.spec) == key  # noqa: E731
+    elif task.kind == "distill" and size > 1 and \
+            get_method(task.spec.method).batch_iteration is not None:
+        key, limit, seen = batch_key(task.spec), size, {replace(task.spec, iterations=1)}
+
+        def fits(other: Task) -> bool:  # one shape; none only iterations apart
+            stripped = replace(other.spec, iterations=1)
+            if batch_key(other.spec) != key or stripped in seen:
+                return False
             seen.add(stripped)
+            return True
+    else:
+        return [task]
+    group = [task]
+    for other in ready:
+        if len(group) >= limit:
+            break
+        if other is not task and other.kind == task.kind and fits(other):
             group.append(other)
     return group
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from ..distill import DistillSpec, get_method
 from ..distill.methods import import_method_modules, method_modules
+from ..networks.training import resolve_device
 from ..pools.members import MemberSpec, member_complete
 from ..pools.pretrain import initial_path, write_initial_checkpoint
 from ..specs import spec_id
@@ -162,14 +163,19 @@ def _failure(error: Exception) -> tuple[str, str]:
 
 
 def execute_group(group: Sequence[Task], config: Mapping[str, Any]) -> list[tuple[str, str, str]]:
-    """Run a task, or distillations packed as one batch of replicates (:func:`pack`), in this
-    process; one (key, status, message) per task; never raises."""
+    """Run a task, or tasks packed together (:func:`~.packing.pack`: distillations as one batch of
+    replicates, evaluations as one ensemble), in this process; one (key, status, message) per
+    task; never raises."""
     if len(group) == 1:
         return [execute_task(group[0], config)]
     try:
+        from ..store.evaluations import evaluation_runs
         from ..store.runs import distill_runs
 
-        outcomes = distill_runs([task.spec for task in group], _worker_workspace(config))
+        ws = _worker_workspace(config)
+        specs = [task.spec for task in group]
+        outcomes = (distill_runs(specs, ws) if group[0].kind == "distill"
+                    else evaluation_runs(specs, ws))
         return [(task.key, status, "" if status != "diverged" else
                  f"{type(outcome).__name__}: {outcome}")
                 for task, (status, outcome) in zip(group, outcomes, strict=True)]
@@ -209,10 +215,10 @@ Results = dict[str, tuple[str, str]]
 
 
 def run_local(tasks: Sequence[Task], config: dict[str, Any], workers: int,
-              log: Callable[[str], None], replicas: int = 1) -> Results:
+              log: Callable[[str], None], replicas: int = 1, sets: int = 1) -> Results:
     """Run ``tasks`` respecting dependencies in ``workers`` spawned processes (1: in-process);
-    ready distillations of one shape go to one process as a batch of up to ``replicas``
-    (:func:`pack`)."""
+    ready distillations of one shape go to one process as a batch of up to ``replicas``, ready
+    evaluations of one shape as one ensemble of up to ``sets`` (:func:`~.packing.pack`)."""
     results: Results = {}
     keys = {t.key for t in tasks}
     deps = {t.key: [d for d in dependencies(t) if d in keys] for t in tasks}
@@ -232,7 +238,7 @@ def run_local(tasks: Sequence[Task], config: dict[str, Any], workers: int,
 
     def take(task: Task) -> list[Task]:
         """``task`` with the ready distillations packed with it, out of ``waiting``."""
-        group = pack(task, [t for t in waiting if t is not task and ready(t)], replicas)
+        group = pack(task, [t for t in waiting if t is not task and ready(t)], replicas, sets)
         for member in group:
             waiting.remove(member)
         return group
@@ -367,9 +373,13 @@ def compute(
     config = workspace_config(ws)
     if executor == "local":
         size = replicate_batch_size(replicas, ws.device)
+        # evaluations of many sets as one ensemble where the ensemble is the default (CUDA)
+        sets = size if resolve_device(ws.device).type == "cuda" else 1
         if size > 1:
-            log(f"distillations of one shape run as batches of up to {size} replicates")
-        results = run_local(tasks, config, int(workers), log, size)
+            log(f"distillations of one shape run as batches of up to {size} replicates"
+                + (f", evaluations of one shape as ensembles over up to {sets} sets"
+                   if sets > 1 else ""))
+        results = run_local(tasks, config, int(workers), log, size, sets)
     else:
         folder = folder or batch_dir(grids[0].params) / "submitit"
         results = run_slurm(tasks, config, int(workers), slurm or {}, Path(folder), log)
