@@ -72,9 +72,6 @@ ROWS = ("peak", "dc1", "dc10", "dsa10", "dm10", "dm10clom", "eval20", "mtt1", "m
 CLASSES, BATCH_REAL, EVAL_NETS, EVAL_EPOCHS, TEST_IMAGES = 10, 256, 20, 300, 10000
 
 
-# --------------------------------------------------------------------------- timing helpers
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -348,6 +345,8 @@ def eval_row(device: torch.device, quick: bool, ensemble: bool, precision: str =
     scale = TEST_IMAGES / test_images
 
     def extrapolate(at_e1, at_e2, factor):
+        if at_e1 is None or at_e2 is None:  # the bf16 column of --no-bf16-bound
+            return None
         per_epoch = (at_e2 - at_e1) / (e2 - e1)
         fixed = max(at_e1 - e1 * per_epoch, 0.0)
         return factor * (fixed * scale + EVAL_EPOCHS * per_epoch)

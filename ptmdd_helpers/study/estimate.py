@@ -7,7 +7,8 @@ over what the store and the pool root still lack:
 - a distillation: seconds per iteration over a few iterations after an untimed one (DC and DSA
   at one and two outer steps, extrapolated to their outer loop), guided by
   untrained members of the guidance's architectures (a forward costs what a trained one costs);
-  its shape is the spec without its seed, iteration count and guidance weights, epoch and pool;
+  its shape is the spec without its seed, iteration count and guidance weights, epoch, pool and
+  pool size (one PTM is drawn per use);
   MTT is timed only where its experts are on disk;
 - an evaluation: seconds per training epoch of one network (the epochs after a first one, on a
   training set of the subject's size, capped and scaled by the number of batches), times epochs
@@ -103,8 +104,9 @@ class Timer:
         ``batched``, per replicate of a batch of ``replicas`` (alone where there is no batching).
         A method that loops (DC, DSA) is timed at one and two outer steps and extrapolated to
         its ``outer_loop`` (an iteration is outer × matching + (outer − 1) × inner loop)."""
-        # neither α nor the PTMs' epoch or recipe changes the cost: untrained members, one α
-        guidance = spec.guidance and replace(spec.guidance, alphas=(1.0,), epoch=0)
+        # neither α, the PTMs' epoch and recipe nor their number changes the cost (one PTM is
+        # drawn per use): one untrained member per architecture, one α
+        guidance = spec.guidance and replace(spec.guidance, alphas=(1.0,), epoch=0, n_models=1)
         shape = replace(spec, seed=0, iterations=1, guidance=guidance)
         method = get_method(spec.method)
         size = self.replicas if batched and method.batch_iteration is not None else 1
