@@ -11,12 +11,12 @@ from ptmdd_helpers.networks.training import TrainRecipe
 from ptmdd_helpers.pools.guidance import GuidanceSpec
 from ptmdd_helpers.pools.members import recipe_identity
 from ptmdd_helpers.pools.pretrain import train_pool
+from ptmdd_helpers.store.evaluations import evaluation_run
 from ptmdd_helpers.store.runs import (
     EvaluationSpec,
     RealSubsetSpec,
     WholeDatasetSpec,
     Workspace,
-    evaluation_run,
     spec_from_dict,
 )
 from ptmdd_helpers.store.runstore import RunStore

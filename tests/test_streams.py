@@ -20,15 +20,9 @@ from ptmdd_helpers.networks.training import TrainRecipe
 from ptmdd_helpers.pools.guidance import Guidance, GuidanceSpec
 from ptmdd_helpers.pools.members import PoolError, recipe_identity
 from ptmdd_helpers.pools.pretrain import train_pool
-from ptmdd_helpers.store import runs as runs_module
-from ptmdd_helpers.store.runs import (
-    EvaluationSpec,
-    RealSubsetSpec,
-    Workspace,
-    distill_run,
-    evaluation_run,
-    training_set,
-)
+from ptmdd_helpers.store import evaluations as evaluations_module
+from ptmdd_helpers.store.evaluations import evaluation_run, training_set
+from ptmdd_helpers.store.runs import EvaluationSpec, RealSubsetSpec, Workspace, distill_run, spec_from_dict
 from ptmdd_helpers.store.runstore import RunStore
 
 RECIPE = TrainRecipe(epochs=2)
@@ -118,7 +112,7 @@ def test_evaluations_of_different_sets_at_one_seed_share_networks_order_and_augm
         return [{"arch": archs[0], "net": 0, "accuracy": 0.5, "train_accuracy": 0.5,
                  "seconds": 0.0}]
 
-    monkeypatch.setattr(runs_module, "evaluate_images", capture)
+    monkeypatch.setattr(evaluations_module, "evaluate_images", capture)
     ws = Workspace(RunStore(tmp_path), device="cpu", progress=False)
     protocol = protocol_for("DM", epochs=2)
     baseline = make_spec("Digits", "DM", 1, iterations=2, seed=4, **FAST)
@@ -187,7 +181,7 @@ def test_the_run_id_names_the_pool_and_a_pool_of_another_recipe_is_refused(tmp_p
     # a run (or a resume) naming the first pool, pointed at the second, is refused before
     # anything is written
     run_a = RunStore(store).load(id_a)
-    spec_a = runs_module.spec_from_dict(run_a.spec)
+    spec_a = spec_from_dict(run_a.spec)
     fresh = RunStore(tmp_path / "store2")
     with pytest.raises(PoolError, match="refusing to mix"):
         distill_run(spec_a, Workspace(fresh, pool_root=second, device="cpu", progress=False))

@@ -23,7 +23,7 @@ from .engine import (
     real_subset_generator,
     validate_spec,
 )
-from .loop import Replica, run_distillation, run_replicas
+from .loop import Replica, run_alone, run_replicas
 from .matching import match_loss
 from .methods import (
     REGISTRY,
@@ -75,12 +75,10 @@ def distill(
         raise ValueError("pass a Guidance exactly when the spec has a guidance section")
     if resources is None:
         resources = load_resources(spec, pool_root)
-    return run_distillation(
-        spec, data, guidance=guidance, device=device,
-        save_checkpoint=save_checkpoint, load_checkpoint=load_checkpoint,
-        checkpoint_every=checkpoint_every, progress=progress, batched=batched, resources=resources,
-        snapshots=snapshots, save_snapshot=save_snapshot,
-    )
+    replica = Replica(spec, guidance, resources, save_checkpoint, load_checkpoint, snapshots,
+                      save_snapshot)
+    return run_alone(replica, data, device=device, checkpoint_every=checkpoint_every,
+                     progress=progress, batched=batched)
 
 
 __all__ = [

@@ -9,7 +9,8 @@ all of them at once (the method's ``batch_iteration``; :mod:`.stacked`). So a re
 exactly the streams of its run alone, is checkpointed and resumed on its own (its checkpoint is
 that of the run alone: a batch resumes a run started alone and the reverse), leaves the batch
 when it has done its iterations, and a replicate that diverges stops alone. A distillation alone
-(:func:`run_distillation`) is a batch of one with the method's own ``iteration``.
+(:func:`run_alone`, which ``distill.distill`` calls) is a batch of one with the method's own
+``iteration``.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from .spec import DistillSpec, batch_key
 @dataclass
 class Replica:
     """One distillation of a batch: its spec and what is its own (guidance, resources, checkpoint
-    and snapshot callbacks). After :func:`run_replicas`, ``result`` (what :func:`run_distillation`
+    and snapshot callbacks). After :func:`run_replicas`, ``result`` (what ``distill.distill``
     returns) or ``error`` (:class:`~.engine.DistillationDiverged`) is set."""
 
     spec: DistillSpec
@@ -210,38 +211,12 @@ def run_replicas(
     return replicas
 
 
-def run_distillation(
-    spec: DistillSpec,
-    data: LoadedDataset,
-    *,
-    guidance: Guidance | None = None,
-    device: torch.device | str = "cpu",
-    save_checkpoint: SaveCheckpoint | None = None,
-    load_checkpoint: LoadCheckpoint | None = None,
-    checkpoint_every: int = CHECKPOINT_EVERY,
-    progress: bool = True,
-    batched: bool = True,
-    resources: object | None = None,
-    snapshots: Collection[int] = (),
-    save_snapshot: SaveSnapshot | None = None,
-) -> dict:
-    """Run ``spec.iterations`` iterations of the spec's method (:func:`~.methods.get_method`);
-    return images, labels, history, seconds and ``learned`` (the method's learned tensors, e.g.
-    MTT's ``{"learned_lr": tensor}``; ``{}`` for most methods). A divergence raises
-    :class:`~.engine.DistillationDiverged`.
-
-    ``batched=False`` computes the class losses one class at a time (the reference path, for tests
-    and benchmarks); the default batches classes wherever that is exact. ``resources`` is what the
-    method reads (MTT: its expert trajectories, :class:`~ptmdd_helpers.pools.experts.Experts`).
-    At each iteration count k in ``snapshots`` (below ``spec.iterations``) ``save_snapshot`` gets
-    what a run of k iterations returns, and k.
-    """
-    iteration = get_method(spec.method).iteration
-    replica = Replica(spec, guidance, resources, save_checkpoint, load_checkpoint, snapshots,
-                      save_snapshot)
-    run_replicas([replica], data, device=device, checkpoint_every=checkpoint_every,
-                 progress=progress, batched=batched,
-                 iterate=lambda states: [iteration(state) for state in states])
+def run_alone(replica: Replica, data: LoadedDataset, **options) -> dict:
+    """Run one replicate alone with its method's own ``iteration`` (``options``: those of
+    :func:`run_replicas`); return its result, or raise its
+    :class:`~.engine.DistillationDiverged`."""
+    iteration = get_method(replica.spec.method).iteration
+    run_replicas([replica], data, iterate=lambda states: [iteration(s) for s in states], **options)
     if replica.error is not None:
         raise replica.error
     return replica.result
