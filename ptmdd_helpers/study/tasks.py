@@ -237,7 +237,7 @@ def run_local(tasks: Sequence[Task], config: dict[str, Any], workers: int,
             (f" ({message.splitlines()[0]})" if message else ""))
 
     def take(task: Task) -> list[Task]:
-        """``task`` with the ready distillations packed with it, out of ``waiting``."""
+        """``task`` with the ready tasks packed with it (:func:`~.packing.pack`), out of ``waiting``."""
         group = pack(task, [t for t in waiting if t is not task and ready(t)], replicas, sets)
         for member in group:
             waiting.remove(member)
