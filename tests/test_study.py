@@ -79,8 +79,8 @@ def test_bad_profiles_and_overrides_are_clear_errors(tiny, tmp_path):
         study.load_profile(bad)
 
 
-def test_the_three_profiles_build_every_grid():
-    for profile in ("smoke", "cpu", "paper"):
+def test_the_committed_profiles_build_every_grid():
+    for profile in ("smoke", "cpu", "paper", "gpu"):
         params = study.load_profile(profile)
         for notebook in study.NOTEBOOKS:
             grid = study.build_grid(notebook, params[notebook])

@@ -68,9 +68,26 @@ def test_a_wrong_type_in_the_file_names_the_profile_and_the_notebook(tmp_path):
 
 
 def test_every_committed_profile_passes_the_schema():
-    for profile in ("smoke", "cpu", "paper"):
+    profiles = sorted(p.stem for p in (paths.project_root() / "parameters").glob("*.yaml"))
+    assert {"smoke", "cpu", "paper", "gpu"} <= set(profiles)
+    for profile in profiles:
         params = study.load_profile(profile)
         assert set(params) == set(study.NOTEBOOKS)
+
+
+def test_the_gpu_profiles_ten_minute_subset_is_what_its_header_says():
+    overrides = ["ipcs=[1]", "00_preliminary.methods=[DC]",
+                 "00_preliminary.references.random_real=false",
+                 "00_preliminary.references.whole=null", "distill.snapshots=[100,300]",
+                 "eval.n_nets=10"]
+    header = (paths.project_root() / "parameters" / "gpu.yaml").read_text()
+    assert all(f"--set '{o}'" in header or f"--set {o}" in header for o in overrides)
+    params = study.load_profile("gpu", overrides)["00_preliminary"]
+    grid = study.build_grid("00_preliminary", params)
+    assert len(grid.distillations) == 20  # 10 seeds, baseline and CLoM
+    assert {(d.method, d.ipc, d.iterations, d.model, d.dataset) for d in grid.distillations} == \
+        {("DC", 1, 1000, "ConvNet", "FashionMNIST")}
+    assert {e.n_nets for e in grid.evaluations} == {10}
 
 
 def _tree(root: Path) -> set[str]:
