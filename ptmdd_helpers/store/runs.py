@@ -236,13 +236,18 @@ def distill_run(spec: DistillSpec, workspace: Workspace) -> Run:
         return _complete_distillation(job, spec, data.info, result)
 
 
-def _inputs(spec: DistillSpec, data: LoadedDataset, workspace: Workspace, device) -> tuple:
+def _inputs(spec: DistillSpec, data: LoadedDataset, workspace: Workspace, device,
+            loaded: dict | None = None) -> tuple:
     """The spec checked against the data and the pool, its guidance and its method's resources
-    (MTT's experts), all before anything is written."""
+    (MTT's experts), all before anything is written. ``loaded`` keeps the guidances built so far
+    by their spec: replicates guided by one pool share its loaded members (a guidance draws from
+    the generator it is given and holds no other state)."""
     validate_spec(spec, data)
-    guidance = (Guidance(spec.guidance, data, device=device, pool_root=workspace.pool_root)
-                if spec.guidance is not None else None)
-    return guidance, load_resources(spec, workspace.pool_root)
+    loaded = {} if loaded is None else loaded
+    if spec.guidance is not None and spec.guidance not in loaded:
+        loaded[spec.guidance] = Guidance(spec.guidance, data, device=device,
+                                         pool_root=workspace.pool_root)
+    return loaded.get(spec.guidance), load_resources(spec, workspace.pool_root)
 
 
 def _keep_last_good(job: Job, diverged: DistillationDiverged) -> DistillationDiverged:
@@ -299,7 +304,8 @@ def _distill_together(specs: list[DistillSpec], indices: list[int], workspace: W
                       device) -> dict[int, tuple[str, object]]:
     """Compute ``specs`` as one batch of replicates inside their store jobs (see distill_runs)."""
     data = workspace.dataset(specs[0].dataset)
-    inputs = [_inputs(spec, data, workspace, device) for spec in specs]
+    loaded: dict = {}
+    inputs = [_inputs(spec, data, workspace, device, loaded) for spec in specs]
     outcomes: dict[int, tuple[str, object]] = {}
     entered: list = []  # (index, manager, job, replica) of the jobs this call computes
     try:
