@@ -21,7 +21,7 @@ from torch import nn
 
 from ..data.augment import augment_per_sample
 from ..data.eval_augment import dc_reference_augment
-from ..networks.models import is_batchnorm_model
+from ..networks.models import freeze_batchnorm, is_batchnorm_model
 from ..networks.training import train_epoch, with_precision
 from .engine import DistillState
 from .grouped import grouped_support, images_per_pass, per_group_gradients
@@ -36,9 +36,7 @@ def freeze_batchnorm_statistics(net: nn.Module, state: DistillState, generator) 
     net.train()
     with torch.no_grad():
         net(real.to(state.device))
-    for module in net.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.eval()
+    freeze_batchnorm(net)
 
 
 def looped_matching_loss(

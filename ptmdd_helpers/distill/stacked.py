@@ -27,8 +27,8 @@ from torch.func import functional_call, grad, vmap
 
 from ..data.augment import augment_per_sample
 from ..networks.ensemble import Ensemble
-from ..networks.models import is_batchnorm_model
-from ..networks.training import autocast, full_precision
+from ..networks.models import freeze_batchnorm, is_batchnorm_model
+from ..networks.training import full_precision
 from .engine import DistillState, step_replicas
 from .matching import match_loss
 
@@ -124,13 +124,9 @@ def _freeze_batchnorm(stack: Ensemble, states: Sequence[DistillState], generator
     first = states[0]
     reals = torch.stack([s.data.sample_classes(s.spec.bn_batch_per_class, g)[0]
                          for s, g in zip(states, generators, strict=True)]).to(first.device)
-    stack.structure.train()
     with torch.no_grad():
-        vmap(lambda p, b, x: functional_call(stack.structure, (p, b), (x,)))(
-            stack.params, stack.buffers, reals)
-    for module in stack.structure.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.eval()
+        stack.forward(reals, train=True)  # in the spec's precision, updating the stacked buffers
+    freeze_batchnorm(stack.structure)
 
 
 def dc_batch_iteration(states: Sequence[DistillState]) -> list[torch.Tensor]:
@@ -151,8 +147,7 @@ def dc_batch_iteration(states: Sequence[DistillState]) -> list[torch.Tensor]:
     for outer in range(spec.outer_loop):
         stack.structure.train()
         if uses_bn:
-            with autocast(first.device, spec.precision):
-                _freeze_batchnorm(stack, states, reals_g)
+            _freeze_batchnorm(stack, states, reals_g)
         losses = [torch.zeros((), device=first.device) for _ in states]
         if first.matches:
             batches = [s.class_batches(r, a) for s, r, a in zip(states, reals_g, augment_g,

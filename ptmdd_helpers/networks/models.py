@@ -108,6 +108,13 @@ def is_batchnorm_model(model: nn.Module) -> bool:
     return any(isinstance(m, _BATCHNORMS) for m in model.modules())
 
 
+def freeze_batchnorm(model: nn.Module) -> None:
+    """Put ``model``'s BatchNorm layers in eval mode: they use their running statistics now."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
+
+
 def _register_all() -> None:
     def reg(name: str, cls: type[nn.Module], **kwargs: object) -> None:
         register_model(partial(cls, **kwargs), name=name)
