@@ -182,6 +182,7 @@ def test_report_files_and_index(tmp_path):
     frame = _frame({"a": {0: [0.5, 0.6], 1: [0.55, 0.6], 2: [0.52, 0.5]},
                     "b": {0: [0.4, 0.45], 1: [0.5, 0.45], 2: [0.41, 0.44]}})
     frame["run_id"] = frame["condition"] + "-run"
+    frame["subject_id"] = frame["condition"] + "-set"
     rep = report.Report("01_test", "unit", title="Test", question="Q?", directory=tmp_path)
     fig = report.accuracy_plot(frame, x="condition")
     paths = rep.figure(fig)
@@ -205,4 +206,5 @@ def test_report_files_and_index(tmp_path):
     assert "a beats b" in index and f"**{verdict.label}**" in index
     assert "(no results yet" in index and "| today | 12.5 |" in index
     assert report.RULE in index and "Holm" in index
-    assert "#1 and #2: 2 evaluation runs in common" in index
+    assert ("#1 and #2: 2 trained-on sets (distillations or real subsets) and 2 evaluation runs "
+            "in common") in index

@@ -1,5 +1,6 @@
 """A batch's claims as one family: Holm's step-down decisions over their p-values, and the pairs of
-claims that share runs (so a reader sees which claims are not independent)."""
+claims that share runs, distillations as well as evaluations (so a reader sees which claims are
+not independent)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,9 @@ def family_decisions(verdicts: Sequence[Mapping[str, Any]], level: float = 0.05)
     rejected = holm([float(v["p_value"]) for v in verdicts], level)
     labels = []
     for verdict, reject in zip(verdicts, rejected, strict=True):
+        if verdict["relation"] == "equivalent":  # TOST: a rejection means within the bounds
+            labels.append("supported" if reject else "inconclusive")
+            continue
         null = -float(verdict["margin"]) if verdict["relation"] == ">=" else 0.0
         above = float(verdict["effect"]) > null
         wanted_above = verdict["relation"] in (">", ">=")
@@ -35,12 +39,16 @@ def family_decisions(verdicts: Sequence[Mapping[str, Any]], level: float = 0.05)
     return labels
 
 
-def shared_runs(verdicts: Sequence[Mapping[str, Any]]) -> list[tuple[int, int, int]]:
-    """(i, j, count) for every pair of verdicts that use ``count`` > 0 of the same runs."""
+def shared_runs(verdicts: Sequence[Mapping[str, Any]]) -> list[tuple[int, int, int, int]]:
+    """(i, j, sets, evaluations) for every pair of verdicts that share runs: how many of the same
+    trained-on sets (distillations, real subsets: ``subjects``) and of the same evaluation runs
+    (``runs``) they use. Re-evaluating a distillation elsewhere (another architecture) shares the
+    set, not the evaluation."""
     pairs = []
     for i, first in enumerate(verdicts):
         for j in range(i + 1, len(verdicts)):
-            count = len(set(first.get("runs", ())) & set(verdicts[j].get("runs", ())))
-            if count:
-                pairs.append((i, j, count))
+            sets = len(set(first.get("subjects", ())) & set(verdicts[j].get("subjects", ())))
+            evaluations = len(set(first.get("runs", ())) & set(verdicts[j].get("runs", ())))
+            if sets or evaluations:
+                pairs.append((i, j, sets, evaluations))
     return pairs

@@ -291,8 +291,14 @@ def record_batch(directory: str | Path, batch: Mapping[str, Any]) -> list[dict[s
 
 def _interval(v: Mapping[str, Any]) -> str:
     low = v.get("low")
-    return (f"[{low:+.2f}, {v['high']:+.2f}]" if low is not None and math.isfinite(low)
-            else "—")
+    if low is None or not math.isfinite(low):
+        return "—"
+    text = f"[{low:+.2f}, {v['high']:+.2f}]"
+    if v.get("tost_low") is not None:  # an equivalence claim decides on its 90 % interval
+        text += f"; 90 % [{v['tost_low']:+.2f}, {v['tost_high']:+.2f}] vs ±{v['margin']:g}"
+    elif v.get("relation") == ">=":
+        text += f" vs −{v['margin']:g}"
+    return text
 
 
 def write_index(
@@ -323,12 +329,14 @@ def write_index(
     if claims:
         holm_labels = family_decisions([v for _, v in claims])
         lines += [
-            f"**Claims** ({len(claims)}, one family). *raw*: the claim's own 95 % interval "
-            "decides; *Holm*: Holm's step-down decision at a family-wise 5 % over all of them. "
+            f"**Claims** ({len(claims)}, one family, each tested as its profile declares). "
+            "*raw*: the claim's own interval decides (95 %; an equivalence claim: its 90 % "
+            "interval against ±δ, TOST); *Holm*: Holm's step-down decision at a family-wise "
+            "5 % over all of them. "
             "*seeds needed* (inconclusive claims only) is a planning aid: the seeds per stratum "
             "at which the half-width would fall below |effect − no-effect point|, computed from "
             "the observed SD of the paired differences.", "",
-            "| # | notebook | claim | effect (points) | paired 95 % CI | half-width | seeds | "
+            "| # | notebook | claim | effect (points) | paired CI | half-width | seeds | "
             "SD paired / unpaired | raw | Holm | seeds needed |",
             "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
@@ -350,8 +358,9 @@ def write_index(
         if shared:
             lines += ["", "Claims that share runs (their verdicts are not independent evidence):",
                       ""]
-            lines += [f"- #{i + 1} and #{j + 1}: {count} evaluation runs in common"
-                      for i, j, count in shared]
+            lines += [f"- #{i + 1} and #{j + 1}: {sets} trained-on sets (distillations or real "
+                      f"subsets) and {evaluations} evaluation runs in common"
+                      for i, j, sets, evaluations in shared]
         lines.append("")
     for notebook in notebooks:
         fragment = directory / f"{notebook}.md"

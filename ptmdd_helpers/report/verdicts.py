@@ -11,11 +11,15 @@ t-interval is computed on those differences (equal weights over strata; with one
 different targets) are compared **unpaired**, with Welch's interval over seeds, and the verdict
 says so. A group with fewer than 2 seeds gets no interval: "inconclusive (fewer than 2 seeds)".
 
-Each verdict also carries its two-sided p-value at the claim's no-effect point (0, or −δ for a
-"≥ with margin δ" claim), so that :func:`~.family.family_decisions` can apply Holm's step-down
-procedure over all claims of a batch, and :func:`seeds_needed`, the number of seeds at which the interval's
-half-width would fall below the observed distance from that point (a planning aid computed from the
-observed SD, not a power analysis).
+A claim is one of: superiority (``>``, ``<``), non-inferiority (``>=`` with a margin δ: not worse
+by more than δ) or equivalence (``equivalent`` with bounds ±δ: two one-sided tests, TOST, at 5 %,
+i.e. the 90 % interval inside (−δ, +δ)); margins and bounds are declared before the run (the
+profile's ``claims``), never defaulted. Each verdict carries its p-value at the claim's
+no-effect point (two-sided at 0 or −δ; for equivalence the larger TOST one-sided p-value), so
+that :func:`~.family.family_decisions` can apply Holm's step-down procedure over all claims of a
+batch, and :func:`seeds_needed`, the number of seeds at which the interval's half-width would
+fall below the observed distance from that point (a planning aid computed from the observed SD,
+not a power analysis).
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ ACCURACY = "accuracy"
 SEED = "subject.seed"
 LEVEL = 0.95
 FEWER_THAN_TWO = "inconclusive (fewer than 2 seeds)"
+RELATIONS = (">", "<", ">=", "equivalent")
+NEEDS_MARGIN = (">=", "equivalent")
 
 RULE = (
     "unit = distillation seed (mean over its evaluation networks, and in 06 over evaluation "
@@ -42,7 +48,10 @@ RULE = (
     "with fewer than 2 seeds. Claim 'treatment > baseline': supported if the interval's lower "
     "bound > 0, not supported if its upper bound < 0, else inconclusive. Claim 'treatment ≥ "
     "baseline' (not worse by more than a margin δ): supported if lower bound > −δ, not supported "
-    "if upper bound < −δ. 'raw' is that decision; 'Holm' is Holm's step-down decision at a "
+    "if upper bound < −δ. Claim 'treatment ≈ baseline' (equivalent within ±δ, TOST at 5 %): "
+    "supported if the 90 % interval lies inside (−δ, +δ), not supported if the 95 % interval lies "
+    "outside [−δ, +δ], else inconclusive. Margins and bounds are declared in the profile before "
+    "the run. 'raw' is that decision; 'Holm' is Holm's step-down decision at a "
     "family-wise 5 % over all claims of the batch (two-sided p-values at the no-effect point)."
 )
 
@@ -71,6 +80,9 @@ class Verdict:
     seeds_needed: int | None = None
     differences: list[dict[str, Any]] = field(default_factory=list)
     runs: list[str] = field(default_factory=list)
+    subjects: list[str] = field(default_factory=list)  # the sets trained on (distillations, subsets)
+    tost_low: float | None = None  # equivalence: the 90 % interval (TOST at 5 %)
+    tost_high: float | None = None
     holm: str | None = None
     rule: str = RULE
 
@@ -81,16 +93,24 @@ class Verdict:
 
     @property
     def null(self) -> float:
-        """The no-effect point of the claim: 0, or −δ for '≥ with margin δ'."""
-        return -self.margin if self.relation == ">=" else 0.0
+        """The no-effect point of the claim: 0, −δ for '≥ with margin δ', the nearer bound ±δ of an
+        equivalence claim."""
+        if self.relation == ">=":
+            return -self.margin
+        if self.relation == "equivalent":
+            return self.margin if self.effect >= 0 else -self.margin
+        return 0.0
 
     def text(self) -> str:
         """One paragraph: claim, effect with its interval, per-seed differences, decision."""
-        relation = (f"≥ (margin {self.margin:g} points)" if self.relation == ">=" else
-                    self.relation)
+        relation = {">=": f"≥ (margin {self.margin:g} points)",
+                    "equivalent": f"≈ (equivalent within ±{self.margin:g} points, TOST)"}.get(
+            self.relation, self.relation)
         if math.isfinite(self.low):
             interval = (f"95 % CI [{self.low:+.2f}, {self.high:+.2f}] (half-width "
                         f"{self.half_width:.2f})")
+            if self.tost_low is not None:
+                interval += f", 90 % CI [{self.tost_low:+.2f}, {self.tost_high:+.2f}]"
         else:
             interval = "no interval (fewer than 2 seeds in a group)"
         lines = [
@@ -109,10 +129,13 @@ class Verdict:
             decision += f" (raw 95 % interval); Holm over the batch: {self.holm}"
         lines.append(decision)
         if self.seeds_needed is not None and self.label.startswith("inconclusive"):
+            distance = (f"the distance to the nearer bound, {self.margin:g} − |effect| = "
+                        f"{self.margin - abs(self.effect):.2f} points (90 % interval)"
+                        if self.relation == "equivalent" else
+                        f"the observed distance |effect − ({self.null:+g})| = "
+                        f"{abs(self.effect - self.null):.2f} points")
             lines.append(f"Planning aid: about {self.seeds_needed} seeds per stratum would bring "
-                         f"the half-width below the observed distance |effect − "
-                         f"({self.null:+g})| = {abs(self.effect - self.null):.2f} points, if "
-                         f"the SD stayed as observed")
+                         f"the half-width below {distance}, if the SD stayed as observed")
         return "\n".join(lines)
 
     def summary(self) -> str:
@@ -187,6 +210,26 @@ def _p_value(effect: float, null: float, variance: float, df: float) -> float:
     return float(2 * stats.t.sf(abs(effect - null) / math.sqrt(variance), df))
 
 
+def tost_p_value(effect: float, margin: float, variance: float, df: float) -> float:
+    """The TOST p-value of 'equivalent within ±margin': the larger of the one-sided p-values of
+    H0 effect ≤ −margin and H0 effect ≥ +margin."""
+    from scipy import stats
+
+    if variance == 0.0:
+        return 0.0 if abs(effect) < margin else 1.0
+    se = math.sqrt(variance)
+    return float(max(stats.t.sf((effect + margin) / se, df),
+                     stats.t.sf((margin - effect) / se, df)))
+
+
+def claim_p_value(relation: str, margin: float, effect: float, variance: float,
+                  df: float) -> float:
+    """The p-value of a claim at its no-effect point (TOST for ``equivalent``)."""
+    if relation == "equivalent":
+        return tost_p_value(effect, margin, variance, df)
+    return _p_value(effect, -margin if relation == ">=" else 0.0, variance, df)
+
+
 def paired_interval(
     differences: Sequence[Sequence[float]], level: float = LEVEL
 ) -> tuple[float, float, float, float, float]:
@@ -219,10 +262,17 @@ def welch_interval(
     return effect, effect - half, effect + half, df, variance
 
 
-def decide(low: float, high: float, relation: str = ">", margin: float = 0.0) -> str:
-    """The verdict label for an interval [low, high] and a claim ``>``, ``<`` or ``>=``."""
+def decide(low: float, high: float, relation: str = ">", margin: float = 0.0,
+           inner: tuple[float, float] | None = None) -> str:
+    """The verdict label for a 95 % interval [low, high] and a claim ``>``, ``<``, ``>=`` or
+    ``equivalent`` (``inner``: its 90 % interval, the TOST decision at 5 %)."""
     if not (math.isfinite(low) and math.isfinite(high)):
         return "inconclusive"
+    if relation == "equivalent":
+        low90, high90 = inner if inner is not None else (low, high)
+        if -margin < low90 and high90 < margin:
+            return "supported"
+        return "not supported" if low > margin or high < -margin else "inconclusive"
     if relation == ">":
         return "supported" if low > 0 else "not supported" if high < 0 else "inconclusive"
     if relation == "<":
@@ -230,7 +280,7 @@ def decide(low: float, high: float, relation: str = ">", margin: float = 0.0) ->
     if relation == ">=":
         return ("supported" if low > -margin else
                 "not supported" if high < -margin else "inconclusive")
-    raise ValueError(f"unknown relation {relation!r}; valid: >, <, >=")
+    raise ValueError(f"unknown relation {relation!r}; valid: {', '.join(RELATIONS)}")
 
 
 def seeds_needed(
@@ -271,7 +321,7 @@ def compare(
     *,
     claim: str,
     relation: str = ">",
-    margin: float = 1.0,
+    margin: float | None = None,
     strata: Sequence[str] = (),
     average: Sequence[str] = (),
     paired: bool = True,
@@ -281,10 +331,16 @@ def compare(
 ) -> Verdict:
     """Test ``claim`` (treatment ``relation`` baseline) on a study frame; see :data:`RULE`.
 
+    ``margin``: δ of a ``>=`` (non-inferiority) or ``equivalent`` (±δ) claim, required there;
     ``strata``: columns within which seeds are matched (equal weights across strata);
     ``average``: columns averaged within a seed before comparing (06: the evaluation
     architectures); ``paired=False`` forces the unpaired (Welch) comparison.
     """
+    if relation not in RELATIONS:
+        raise ValueError(f"{claim!r}: unknown relation {relation!r}; valid: {', '.join(RELATIONS)}")
+    if relation in NEEDS_MARGIN and not (margin is not None and margin > 0):
+        raise ValueError(f"{claim!r}: a {relation!r} claim needs its margin δ > 0, declared "
+                         f"before the run (the profile's claims), got {margin!r}")
     treated, base = select(frame, treatment), select(frame, baseline)
     if treated.empty or base.empty:
         raise ValueError(
@@ -298,8 +354,16 @@ def compare(
     keys = _strata_keys(treated, base, strata)
     if not keys:
         raise ValueError(f"treatment and baseline share no stratum of {strata} for {claim!r}")
-    margin = margin if relation == ">=" else 0.0
+    margin = float(margin) if relation in NEEDS_MARGIN else 0.0
     null = -margin if relation == ">=" else 0.0
+    equivalence = relation == "equivalent"
+
+    def distance(effect: float) -> float:
+        """How far the effect is from deciding: its distance to the no-effect point, or for
+        equivalence to the nearer bound (negative: outside)."""
+        return margin - abs(effect) if equivalence else abs(effect - null)
+
+    level = 1 - 2 * (1 - LEVEL) if equivalence else LEVEL  # TOST at 5 %: the 90 % interval
     per_stratum = []
     for key in keys:
         t = seed_means(_in_stratum(treated, strata, key), average=average, value=value)
@@ -315,9 +379,12 @@ def compare(
              f"{', '.join(strata)}" if strata else "")
     runs = sorted(set(treated.get("run_id", pd.Series(dtype=str))) |
                   set(base.get("run_id", pd.Series(dtype=str))))
+    subjects = sorted(set(treated.get("subject_id", pd.Series(dtype=str)).dropna()) |
+                      set(base.get("subject_id", pd.Series(dtype=str)).dropna()))
     common_fields = dict(
         claim=claim, treatment=_describe(treatment, treatment_name),
         baseline=_describe(baseline, baseline_name), relation=relation, margin=margin, runs=runs,
+        subjects=subjects,
     )
     sd_unpaired = None
     if not few:
@@ -332,18 +399,20 @@ def compare(
                              "baseline": b[s], "difference": t[s] - b[s]}
                             for s in seeds]
         effect, low, high, df, variance = paired_interval(diff_values)
+        inner = paired_interval(diff_values, level)[1:3] if equivalence else None
         sd_paired = math.sqrt(sum(sample_variance(v) for v in diff_values) / len(diff_values))
         dropped = n_t + n_b - 2 * sum(len(c) for c in common)
         unit = (f"paired by seed: {sum(len(c) for c in common)} seed pairs"
                 + (f" ({dropped} unmatched seed means left out)" if dropped else "")
                 + (f"; {where}" if where else ""))
-        needed = seeds_needed(abs(effect - null), sd_paired**2, len(keys))
+        needed = seeds_needed(distance(effect), sd_paired**2, len(keys), level)
         return Verdict(
             **common_fields, effect=effect, low=low, high=high, df=df,
-            p_value=_p_value(effect, null, variance, df), paired=True, unit=unit,
-            n_treatment=n_t, n_baseline=n_b, sd_paired=sd_paired, sd_unpaired=sd_unpaired,
-            label=decide(low, high, relation, margin), seeds_needed=needed,
-            differences=differences,
+            p_value=claim_p_value(relation, margin, effect, variance, df), paired=True,
+            unit=unit, n_treatment=n_t, n_baseline=n_b, sd_paired=sd_paired,
+            sd_unpaired=sd_unpaired, label=decide(low, high, relation, margin, inner),
+            seeds_needed=needed, differences=differences,
+            tost_low=inner[0] if inner else None, tost_high=inner[1] if inner else None,
         )
     groups = [(list(t.values()), list(b.values())) for _, t, b in per_stratum]
     if few:
@@ -356,12 +425,14 @@ def compare(
             label=FEWER_THAN_TWO,
         )
     effect, low, high, df, variance = welch_interval(groups)
-    needed = seeds_needed(abs(effect - null), sd_unpaired**2, len(keys))
+    inner = welch_interval(groups, level)[1:3] if equivalence else None
+    needed = seeds_needed(distance(effect), sd_unpaired**2, len(keys), level)
     return Verdict(
         **common_fields, effect=effect, low=low, high=high, df=df,
-        p_value=_p_value(effect, null, variance, df), paired=False,
+        p_value=claim_p_value(relation, margin, effect, variance, df), paired=False,
+        tost_low=inner[0] if inner else None, tost_high=inner[1] if inner else None,
         unit=(f"unpaired (the groups share fewer than 2 seeds): Welch over seeds, {n_t} vs "
               f"{n_b}" + (f"; {where}" if where else "")),
         n_treatment=n_t, n_baseline=n_b, sd_paired=None, sd_unpaired=sd_unpaired,
-        label=decide(low, high, relation, margin), seeds_needed=needed,
+        label=decide(low, high, relation, margin, inner), seeds_needed=needed,
     )

@@ -1,8 +1,9 @@
 """The one builder of tidy frames: a row per evaluated network (or per run), spec fields as columns.
 
-:meth:`RunStore.frame <ptmdd_helpers.store.runstore.RunStore.frame>`, the study's frames and the notebooks
-all build their rows with :func:`run_records`, so a column means the same everywhere: ``run_id``,
-``kind``, every spec field (:func:`~ptmdd_helpers.store.runstore.spec_fields`, e.g. ``subject.seed``,
+:meth:`RunStore.frame <ptmdd_helpers.store.runstore.RunStore.frame>`, the study's frames and the
+notebooks all build their rows with :func:`run_records`, so a column means the same everywhere:
+``run_id``, ``kind``, an evaluation's ``subject_id`` (the run id of the set it trained on), every
+spec field (:func:`~ptmdd_helpers.store.runstore.spec_fields`, e.g. ``subject.seed``,
 ``protocol.epochs``), then the entries of the run's ``metrics["rows"]`` (for a run without rows:
 its scalar metrics, dicts of scalars flattened as ``"name.key"``). A row entry named like a spec
 field is merged when equal to it and kept as ``"row.<name>"`` otherwise.
@@ -43,9 +44,14 @@ def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, object]:
 
 def run_records(run: Run, labels: Mapping[str, Any] | None = None) -> list[dict[str, object]]:
     """The tidy records of one stored run, after ``labels`` (see the module docstring)."""
-    from ..specs import spec_fields, to_tuple
+    from ..specs import spec_fields, spec_id, to_tuple
 
     base = {**(labels or {}), "run_id": run.id, "kind": run.kind, **spec_fields(run.spec)}
+    spec = run.spec
+    subject = spec.get("subject") if isinstance(spec, dict) else getattr(spec, "subject", None)
+    if isinstance(subject, dict) or hasattr(subject, "__dataclass_fields__"):
+        # an evaluation: the run id of the set it trained on
+        base["subject_id"] = spec_id(subject)
     rows = run.metrics.get("rows")
     entries = (rows if isinstance(rows, list) and all(isinstance(r, dict) for r in rows)
                else [scalar_metrics(run.metrics)])
