@@ -16,7 +16,7 @@ from ptmdd_helpers.seeding import make_generator
 @pytest.mark.parametrize(
     ("name", "shape", "n_train", "n_test"),
     [("Digits", (1, 8, 8), 1437, 360), ("MNIST5k", (1, 28, 28), 4000, 1000),
-     ("MNIST5k8", (1, 8, 8), 4000, 1000)],
+     ("MNIST5k8", (1, 8, 8), 4000, 1000), ("Digits28", (1, 28, 28), 1437, 360)],
 )
 def test_offline_datasets_load_with_shapes_and_labels(name, shape, n_train, n_test):
     ds = load_dataset(name)

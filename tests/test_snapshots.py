@@ -116,3 +116,35 @@ def test_a_profile_records_the_snapshots_of_every_distillation_it_computes(tmp_p
         assert snapshot is not None and snapshot.metrics["iterations"] == 2
     with pytest.raises(study.StudyError, match="distill.snapshots.0"):
         study.load_profile(path, [*roots, "distill.snapshots=[0]"])
+
+
+def test_00_evaluates_each_snapshot_and_the_study_distills_each_seed_once(tmp_path):
+    profile = {**PROFILE, "00_preliminary": {
+        "methods": ["DM"], "references": {"random_real": False, "whole": None}}}
+    path = tmp_path / "curve.yaml"
+    path.write_text(yaml.safe_dump(profile))
+    roots = [f"store={tmp_path / 'store'}", f"pool_root={tmp_path / 'pools'}"]
+    params = study.load_profile(path, roots)["00_preliminary"]
+    grid = study.build_grid("00_preliminary", params)
+    # baseline and +CLoM evaluated after 2 and 4 iterations; only the 4-iteration runs distil
+    assert sorted((dict(i.labels)["condition"], dict(i.labels)["iterations"],
+                   dict(i.labels)["final"]) for i in grid.items) == [
+        ("+CLoM", 2, False), ("+CLoM", 4, True), ("baseline", 2, False), ("baseline", 4, True)]
+    assert [spec.iterations for spec in grid.distillations] == [4, 4]
+    assert {k.iterations: v.iterations for k, v in grid.snapshots.items()} == {2: 4}
+    tasks = study.pending_tasks([grid], study.workspace(params))
+    by_key = {t.key: t for t in tasks}
+    assert sum(t.kind == "distill" for t in tasks) == 2
+    for task in tasks:
+        if task.kind == "evaluation" and task.spec.subject.iterations == 2:
+            (source,) = task.after  # waits for the 4-iteration run that stores its set
+            assert by_key[source].spec == dataclasses.replace(task.spec.subject, iterations=4)
+    results = study.compute(grid, verbose=False)
+    assert sum(key.startswith("distill") for key in results) == 2
+    assert {status for status, _ in results.values()} == {"computed"}
+    frame = study.result_frame(grid)
+    assert sorted(set(zip(frame["condition"], frame["iterations"], strict=True))) == [
+        ("+CLoM", 2), ("+CLoM", 4), ("baseline", 2), ("baseline", 4)]
+    # four sets (two runs, two snapshots), named by their run ids
+    assert set(frame["subject_id"]) == {spec_id(spec) for spec in grid.distilled}
+    assert len(grid.distilled) == 4

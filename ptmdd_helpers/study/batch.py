@@ -72,7 +72,7 @@ class GridSize:
 
 def grid_size(grids: Sequence[Grid], ws: Workspace, name: str) -> GridSize:
     """The size of ``grids`` taken together (duplicates across them counted once)."""
-    needs = needs_of(grids)
+    needs = needs_of(grids, ws.snapshots)
     stored = [e for e in needs.evaluations if ws.store.exists(e)]
 
     def trained(members: list) -> tuple[int, int]:
@@ -142,7 +142,7 @@ def machine_description() -> str:
 
 def stored_compute_seconds(grids: Sequence[Grid], ws: Workspace) -> float:
     """Seconds the grids' stored runs and pool members took to compute (whenever they ran)."""
-    needs = needs_of(grids)
+    needs = needs_of(grids, ws.snapshots)
     total = 0.0
     for member in needs.members:
         log = read_member_log(member, ws.pool_root)
@@ -225,7 +225,7 @@ def run_study(
     grids = [build_grid(nb, params[nb]) for nb in chosen]
     first = params[chosen[0]]
     ws = workspace(first)
-    needs = needs_of(grids)
+    needs = needs_of(grids, ws.snapshots)
     needed = sum(map(len, (needs.members, needs.initial, needs.distillations, needs.evaluations)))
     results = _compute(grids, ws, first, verbose)
     counts = describe_counts(results, needed)

@@ -202,7 +202,7 @@ def estimate(grids: Sequence[Grid], workspace: Workspace, name: str, timer: Time
     their tasks, as if nothing were stored)."""
     result = Estimate(name)
     if everything:
-        needs = needs_of(grids)
+        needs = needs_of(grids, workspace.snapshots)
         tasks = ([("member", m) for m in needs.members] + [("distill", d) for d in needs.distillations]
                  + [("evaluation", e) for e in needs.evaluations])
     else:

@@ -7,8 +7,8 @@ checkpoints its distillations read (:class:`PoolNeed`); :mod:`.grids` builds one
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..distill import DistillSpec
@@ -57,7 +57,20 @@ class Grid:
 
     @property
     def distillations(self) -> list[DistillSpec]:
-        """Distillations (unique, in order)."""
+        """Distillations to run (unique, in order): not those that a longer one of the grid
+        stores on its way (``distill.snapshots``; :attr:`snapshots`)."""
+        return [d for d in self.distilled if d not in self.snapshots]
+
+    @property
+    def snapshots(self) -> dict[DistillSpec, DistillSpec]:
+        """Each distillation of the grid that a longer one of it stores as a snapshot, to that
+        one (:func:`snapshot_sources` with the profile's ``distill.snapshots``)."""
+        counts = (self.params.get("distill") or {}).get("snapshots") or ()
+        return snapshot_sources(self.distilled, counts)
+
+    @property
+    def distilled(self) -> list[DistillSpec]:
+        """Every distillation the grid evaluates, snapshots included (unique, in order)."""
         return unique(i.spec.subject for i in self.items if isinstance(i.spec.subject, DistillSpec))
 
     @property
@@ -93,3 +106,22 @@ def unique(items: Iterable[Any]) -> list[Any]:
             seen.add(item)
             out.append(item)
     return out
+
+
+def snapshot_sources(distillations: Sequence[DistillSpec], snapshots: Sequence[int],
+                     ) -> dict[DistillSpec, DistillSpec]:
+    """For each distillation whose iteration count is one of ``snapshots`` and that a longer run
+    of the same spec in ``distillations`` passes on its way, that longer run (the longest): it
+    stores the shorter one as a snapshot (the same run id and tensors)."""
+    counts = set(int(k) for k in snapshots)
+    longest: dict[DistillSpec, DistillSpec] = {}
+    for spec in distillations:
+        shape = replace(spec, iterations=1)
+        if shape not in longest or spec.iterations > longest[shape].iterations:
+            longest[shape] = spec
+    sources = {}
+    for spec in distillations:
+        source = longest[replace(spec, iterations=1)]
+        if spec.iterations in counts and source.iterations > spec.iterations:
+            sources[spec] = source
+    return sources

@@ -117,23 +117,33 @@ def add_evaluations(
 # --------------------------------------------------------------------------- one builder per notebook
 
 
+def snapshot_counts(params: Params, spec: DistillSpec) -> list[int]:
+    """The iteration counts ``distill.snapshots`` lists below ``spec``'s, ascending."""
+    counts = (params.get("distill") or {}).get("snapshots") or ()
+    return sorted({int(k) for k in counts if 0 < int(k) < spec.iterations})
+
+
 def preliminary_grid(params: Params) -> Grid:
-    """00: each method with and without CLoM, random real subsets, the whole training set."""
+    """00: each method with and without CLoM, also at each snapshot count below its iterations
+    (``distill.snapshots``: the gain against iterations, one distillation per seed), random real
+    subsets, the whole training set. Labels: ``iterations``, and ``final`` (the full run)."""
     grid, target = Grid("00_preliminary", dict(params)), params["target"]
     references = params.get("references") or {}
     for ipc in params["ipcs"]:
         for method in methods(params):
             for seed in params["seeds"]:
-                add_evaluations(params, grid, distill_spec(params, method, ipc, seed), method,
-                                condition="baseline")
-                g = profile_guidance(params, grid, method, ipc)
-                add_evaluations(params, grid, distill_spec(params, method, ipc, seed, g), method,
-                                condition="+CLoM")
+                for condition, g in (("baseline", None),
+                                     ("+CLoM", profile_guidance(params, grid, method, ipc))):
+                    spec = distill_spec(params, method, ipc, seed, g)
+                    for k in [*snapshot_counts(params, spec), spec.iterations]:
+                        add_evaluations(params, grid, replace(spec, iterations=k), method,
+                                        condition=condition, iterations=k,
+                                        final=k == spec.iterations)
         if references.get("random_real", True):
             for method in methods(params):
                 for seed in params["seeds"]:
                     add_evaluations(params, grid, RealSubsetSpec(target, int(ipc), int(seed)),
-                                    method, condition="random real")
+                                    method, condition="random real", iterations=0, final=True)
     whole = references.get("whole")
     if whole:
         whole = dict(whole)
@@ -143,7 +153,8 @@ def preliminary_grid(params: Params) -> Grid:
         grid.add(EvaluationSpec(WholeDatasetSpec(target), arch, n_nets,
                                 protocol(params, whole.pop("method", "DC"), target, arch,
                                          **{**whole, "learned_lr": False})),
-                 method="whole", ipc=None, condition="whole dataset")
+                 method="whole", ipc=None, condition="whole dataset", iterations=None,
+                 final=True)
     return grid
 
 
@@ -163,19 +174,27 @@ def initialization_grid(params: Params) -> Grid:
 
 
 def architecture_grid(params: Params) -> Grid:
-    """02: CLoM with pools of one or several architectures."""
+    """02: CLoM with pools of one or several architectures; with ``matched_control``, each pool
+    of k > 1 architectures also gets its count-matched control: k initializations of its first
+    architecture (the same number of PTMs, one architecture). Labels: ``pool``, ``n_archs``,
+    ``n_members``."""
     grid = Grid("02_architecture", dict(params))
+    per_arch = int(params["pool"]["n_models"])
+    pools = [(archs, per_arch, "+".join(archs)) for archs in architecture_pools(params)]
+    if params.get("matched_control"):
+        pools += [([archs[0]], len(archs) * per_arch, f"{archs[0]} ×{len(archs) * per_arch}")
+                  for archs, _, _ in list(pools) if len(archs) > 1]
     for ipc in params["ipcs"]:
         for method in methods(params):
             for seed in params["seeds"]:
                 add_evaluations(params, grid, distill_spec(params, method, ipc, seed), method,
-                                condition="baseline", pool="none", n_archs=0)
-                for archs in architecture_pools(params):
-                    g = profile_guidance(params, grid, method, ipc, archs=archs,
+                                condition="baseline", pool="none", n_archs=0, n_members=0)
+                for archs, inits, name in pools:
+                    g = profile_guidance(params, grid, method, ipc, archs=archs, n_models=inits,
                                          alphas=pool_alphas(params, method, ipc, archs))
                     add_evaluations(params, grid, distill_spec(params, method, ipc, seed, g),
-                                    method, condition="+CLoM", pool="+".join(archs),
-                                    n_archs=len(archs))
+                                    method, condition="+CLoM", pool=name, n_archs=len(archs),
+                                    n_members=len(archs) * inits)
     return grid
 
 
@@ -199,7 +218,9 @@ DOMAIN_CONDITIONS = ("CLoM (target PTMs)", "CCLoM (target PTMs)", "CCLoM (other-
 
 
 def domain_grid(params: Params) -> Grid:
-    """04: CLoM and CCLoM with PTMs of the target, of another domain, and untrained."""
+    """04: CLoM and CCLoM with PTMs of the target, of one or more other domains (a pair's
+    ``other``: a dataset or a list, e.g. a near and a far one), and untrained. Labels:
+    ``condition``, ``target``, ``ptm_source`` (the PTMs' dataset, ``untrained`` or ``none``)."""
     grid = Grid("04_domain", dict(params))
     pairs = params.get("pairs") or [{"target": params["target"], "other": params["other"]}]
     chosen = params.get("conditions") or DOMAIN_CONDITIONS  # a subset, by name
@@ -208,30 +229,31 @@ def domain_grid(params: Params) -> Grid:
         raise StudyError(f"04_domain: unknown condition(s) {unknown}; valid: "
                          f"{', '.join(DOMAIN_CONDITIONS)}")
     for pair in pairs:
-        target, other = pair["target"], pair["other"]
+        target = pair["target"]
+        others = [pair["other"]] if isinstance(pair["other"], str) else list(pair["other"])
         for ipc in params["ipcs"]:
             for method in methods(params):
                 alpha = method_alpha(params, method, ipc)
                 cclom_alpha = method_alpha(params, method, ipc, params.get("cclom_alpha"))
                 pool_epoch = params["pool"].get("epoch")
                 conditions = [
-                    (DOMAIN_CONDITIONS[0], "clom", target, pool_epoch, alpha),
-                    (DOMAIN_CONDITIONS[1], "cclom", target, pool_epoch, cclom_alpha),
-                    (DOMAIN_CONDITIONS[2], "cclom", other, pool_epoch, cclom_alpha),
-                    (DOMAIN_CONDITIONS[3], "cclom", target, 0, cclom_alpha),
+                    (DOMAIN_CONDITIONS[0], "clom", target, pool_epoch, alpha, target),
+                    (DOMAIN_CONDITIONS[1], "cclom", target, pool_epoch, cclom_alpha, target),
+                    *[(DOMAIN_CONDITIONS[2], "cclom", other, pool_epoch, cclom_alpha, other)
+                      for other in others],
+                    (DOMAIN_CONDITIONS[3], "cclom", target, 0, cclom_alpha, "untrained"),
                 ]
                 conditions = [c for c in conditions if c[0] in chosen]
                 for seed in params["seeds"]:
                     add_evaluations(params, grid,
                                     distill_spec(params, method, ipc, seed, dataset=target),
                                     method, condition="baseline", target=target, ptm_source="none")
-                    for name, kind, source, epoch, a in conditions:
+                    for name, kind, source, epoch, a, label in conditions:
                         g = profile_guidance(params, grid, method, ipc, kind=kind, source=source,
                                              epoch=epoch, alphas=[a])
                         add_evaluations(
                             params, grid, distill_spec(params, method, ipc, seed, g, dataset=target),
-                            method, condition=name, target=target,
-                            ptm_source=source if epoch != 0 else "untrained")
+                            method, condition=name, target=target, ptm_source=label)
     return grid
 
 

@@ -35,6 +35,7 @@ from ..distill.matching import METRICS
 from ..distill.spec import INITS
 from ..networks.training import PRECISIONS
 from ..pools.guidance import KINDS
+from ..report.verdicts import RELATIONS
 
 EXECUTORS = ("local", "slurm")  # how the study runs its tasks (.tasks)
 PRECISION_NAMES = tuple(PRECISIONS)
@@ -159,10 +160,20 @@ class References(Section):
 
 
 class DomainPair(Section):
-    """A target dataset and the other domain whose PTMs guide it through CCLoM."""
+    """A target dataset and the other domain(s) whose PTMs guide it through CCLoM."""
 
     target: StrictStr
-    other: StrictStr
+    other: StrictStr | list[StrictStr]
+
+
+class ClaimTest(Section):
+    """``claims.<name>``: how a notebook tests one claim, declared before the run
+    (:func:`ptmdd_helpers.report.claims.declared`): superiority, non-inferiority by ``margin``
+    points or equivalence within ±``margin`` points, and why that margin."""
+
+    relation: Literal[RELATIONS] = ">"
+    margin: Positive | None = None
+    why: StrictStr | None = None
 
 
 class BestOptions(Section):
@@ -207,14 +218,19 @@ class NotebookParameters(Section):
     experts: ExpertSection | None = None
     eval: EvalSettings = Field(default_factory=EvalSettings)  # + per method (below)
     # one notebook each
+    claims: dict[StrictStr, ClaimTest] | None = None            # every notebook
     references: References | None = None                        # 00
+    published: dict[StrictStr, Number] | None = None            # 00: published accuracy (%)
     n_models: list[PositiveInt] | None = None                   # 01
     archs: list[StrictStr] | None = None                        # 02
     combinations: list[list[StrictStr]] | None = None           # 02
+    matched_control: StrictBool = False                         # 02
     epochs: list[Count | Literal["final"]] | None = None        # 03
     early_epoch: Count | None = None                            # 03
     pairs: list[DomainPair] | None = None                       # 04
     conditions: list[StrictStr] | None = None                   # 04
+    near: StrictStr | None = None                               # 04: a near other domain
+    far: StrictStr | None = None                                # 04: a far other domain
     alphas: list[NonNegative] | None = None                     # 05
     ptm_only: StrictBool = True                                 # 05
     best: BestOptions | None = None                             # 06

@@ -29,7 +29,7 @@ from ..pools.pretrain import initial_path, write_initial_checkpoint
 from ..specs import spec_id
 from ..store.runs import Workspace
 from ..work import computed_count
-from .grid import Grid, merge_members, unique
+from .grid import Grid, merge_members, snapshot_sources, unique
 from .packing import pack, replicate_batch_size
 from .profiles import StudyError
 from .roots import batch_dir, workspace
@@ -41,10 +41,13 @@ FINISHED = ("computed", "found")  # statuses after which dependants may run
 
 @dataclass(frozen=True)
 class Task:
-    """One unit of work: ``member`` (train), ``init`` (epoch-0 checkpoint), ``distill``, ``evaluation``."""
+    """One unit of work: ``member`` (train), ``init`` (epoch-0 checkpoint), ``distill``, ``evaluation``;
+    ``after``: keys of further tasks it waits for (an evaluation of a snapshot: the longer
+    distillation that stores it)."""
 
     kind: str
     spec: Any
+    after: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
@@ -62,42 +65,62 @@ def member_key(kind: str, member: MemberSpec) -> str:
 
 @dataclass(frozen=True)
 class Needs:
-    """Everything a set of grids needs, deduplicated across them."""
+    """Everything a set of grids needs, deduplicated across them; ``snapshots`` maps each
+    distillation that a longer one of the list stores on its way (a snapshot) to that one, and
+    ``distillations`` lists only the others (those to run)."""
 
     members: list[MemberSpec]
     initial: list[MemberSpec]
     distillations: list[DistillSpec]
     evaluations: list[Any]
+    snapshots: dict[DistillSpec, DistillSpec]
 
 
-def needs_of(grids: Sequence[Grid]) -> Needs:
-    """The pool members, initializations, distillations and evaluations of ``grids`` together."""
+def needs_of(grids: Sequence[Grid], snapshots: Sequence[int] = ()) -> Needs:
+    """The pool members, initializations, distillations and evaluations of ``grids`` together;
+    distillations that a longer one stores as a snapshot (iteration counts ``snapshots``) are not
+    run themselves (:attr:`Needs.snapshots`)."""
+    distillations = unique(d for g in grids for d in g.distilled)
+    sources = snapshot_sources(distillations, snapshots)
     return Needs(merge_members(m for g in grids for m in g.members),
                  merge_members(m for g in grids for m in g.initial),
-                 unique(d for g in grids for d in g.distillations),
-                 unique(e for g in grids for e in g.evaluations))
+                 [d for d in distillations if d not in sources],
+                 unique(e for g in grids for e in g.evaluations), sources)
 
 
 def pending_tasks(grids: Sequence[Grid], ws: Workspace) -> list[Task]:
-    """What the store and pool root lack for ``grids``, in dependency order, without duplicates."""
-    needs = needs_of(grids)
+    """What the store and pool root lack for ``grids``, in dependency order, without duplicates.
+    A snapshot's evaluations wait for the longer distillation that stores it; a snapshot whose
+    longer run is already stored without it is distilled on its own."""
+    needs = needs_of(grids, ws.snapshots)
     tasks = [Task("member", m) for m in needs.members if not member_complete(m, ws.pool_root)]
     tasks += [Task("init", m) for m in needs.initial if not initial_path(m, ws.pool_root).is_file()]
-    tasks += [Task("distill", d) for d in needs.distillations if not ws.store.exists(d)]
-    tasks += [Task("evaluation", e) for e in needs.evaluations if not ws.store.exists(e)]
+    runs = [d for d in needs.distillations if not ws.store.exists(d)]
+    after: dict[DistillSpec, tuple[str, ...]] = {}
+    for snapshot, source in needs.snapshots.items():
+        if ws.store.exists(snapshot):
+            continue
+        if source in runs:
+            after[snapshot] = (Task("distill", source).key,)
+        else:
+            runs.append(snapshot)
+    tasks += [Task("distill", d) for d in runs]
+    tasks += [Task("evaluation", e, after.get(e.subject, ())) for e in needs.evaluations
+              if not ws.store.exists(e)]
     return tasks
 
 
 def dependencies(task: Task) -> list[str]:
-    """Keys of the tasks that must finish before ``task``: an evaluation's distillation; a
-    distillation's guiding pool members (or their initializations) and the members its method
-    reads (MTT's experts)."""
+    """Keys of the tasks that must finish before ``task``: an evaluation's distillation (and, for
+    a snapshot, the longer run that stores it: ``task.after``); a distillation's guiding pool
+    members (or their initializations) and the members its method reads (MTT's experts)."""
     spec = task.spec
     if task.kind == "evaluation":
-        return [Task("distill", spec.subject).key] if isinstance(spec.subject, DistillSpec) else []
+        own = [Task("distill", spec.subject).key] if isinstance(spec.subject, DistillSpec) else []
+        return own + list(task.after)
     if task.kind != "distill":
         return []
-    keys = []
+    keys = list(task.after)
     if spec.guidance is not None:
         g = spec.guidance
         kind = "init" if g.epoch == 0 else "member"
