@@ -109,15 +109,17 @@ def test_smoke_grid_sizes():
     got = {nb: (len(g.members), len(g.initial), len(g.distillations), len(g.evaluations),
                 g.networks) for nb, g in sizes.items()}
     assert got == {
-        # 4 methods × 2 seeds × (baseline, +CLoM); random real under 2 protocols × 2 seeds (MTT's
-        # is DSA's and DM's: a real subset learned no lr); whole; 1 PTM and MTT's 2 experts
-        "00_preliminary": (3, 0, 16, 21, 16 * 2 + 4 * 2 + 1),
+        # 4 methods × 2 seeds × (baseline, +CLoM), each also evaluated at its 5-iteration
+        # snapshot (no extra distillation); random real under 2 protocols × 2 seeds (MTT's is
+        # DSA's and DM's: a real subset learned no lr); whole; 1 PTM and MTT's 2 experts
+        "00_preliminary": (3, 0, 16, 16 * 2 + 4 + 1, 16 * 2 * 2 + 4 * 2 + 1),
         "01_initialization": (3, 0, 2 * (1 + 3), 8, 16),      # N_m ∈ {1, 2, 3} + baseline
-        "02_architecture": (4, 0, 2 * (1 + 4 + 3), 16, 32),   # 4 alone, 3 growing, baseline
+        # 4 alone, 3 growing, their 3 count-matched controls (ConvNetW32 ×2, ×3, ×4), baseline
+        "02_architecture": (7, 0, 2 * (1 + 4 + 3 + 3), 22, 44),
         "03_epoch": (1, 0, 2 * (1 + 3), 8, 16),               # epochs 1, 2, 3 + baseline
         "04_domain": (2, 1, 2 * 5, 10, 20),                   # baseline + 4 PTM conditions
         "05_alpha": (1, 0, 2 * 6, 12, 24),                    # 5 α + the PTM loss alone
-        "06_cross_architecture": (4, 0, 4, 4 * 8, 32),        # 2 × 2 sets on 8 architectures
+        "06_cross_architecture": (4, 0, 4, 4 * 9, 36),        # 2 × 2 sets on 9 architectures
     }
     seeds = study.load_profile("smoke", ["seeds=[0, 1, 2]"])["01_initialization"]
     assert len(study.build_grid("01_initialization", seeds).distillations) == 3 * 4
