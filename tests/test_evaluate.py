@@ -351,14 +351,16 @@ def test_bf16_runs_convolutions_in_bfloat16_and_keeps_float32_weights_and_logits
 
 @pytest.mark.parametrize("ensemble", [False, True])
 def test_bf16_evaluation_reaches_the_fp32_accuracy_on_digits(digits, subset10, ensemble):
-    """Same seeds: not the same numbers (bfloat16 rounds), but the same accuracy within 3 points
-    (measured: fp32 85.9 %, bf16 86.5 % in the loop and 86.1 % in the ensemble)."""
+    """Same seeds: not the same numbers (bfloat16 rounds), but the same accuracy within 3 points.
+    50 epochs (bfloat16 is emulated on a CPU without it: the loop's 100 epochs took 40 s), measured
+    on this subset and three others: means within 0.6 points, every network 75.6-83.9 % (fp32 and
+    bf16 alike; chance is 10 %), so a network above 70 % has trained."""
     runs = {}
     for precision in ("fp32", "bf16"):
         rows = evaluate_images(*subset10, digits, [ARCH], 3,
-                               protocol_for("DC", epochs=100, precision=precision),
+                               protocol_for("DC", epochs=50, precision=precision),
                                ("precision",), progress=False, ensemble=ensemble)
         runs[precision] = [row["accuracy"] for row in rows]
     assert runs["bf16"] != runs["fp32"]
     assert sum(runs["bf16"]) / 3 == pytest.approx(sum(runs["fp32"]) / 3, abs=0.03)
-    assert min(runs["bf16"]) > 0.8
+    assert min(runs["bf16"]) > 0.7

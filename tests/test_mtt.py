@@ -207,16 +207,21 @@ def test_experts_of_another_recipe_are_refused(pool_root):
 
 
 def test_the_command_line_distills_mtt_and_names_the_pretrain_command_for_missing_experts(
-        tmp_path, pool_root):
+        tmp_path, pool_root, capsys):
+    from ptmdd_helpers.cli.commands import main
+
+    # the refusals in this process (main's return code and stderr, as the command's), the run
+    # through the module's entry point in a process of its own
     base = [sys.executable, "-m", "ptmdd_helpers.cli.commands", "distill", "--dataset", "Digits",
             "--method", "MTT", "--ipc", "1", "--model", "ConvNetW32", "--iterations", "2",
             "--syn-steps", "3", "--max-start-epoch", "2", "--lr-img", "10", "--quiet",
             "--device", "cpu", "--store", str(tmp_path / "store")]
-    missing = subprocess.run([*base, "--pool-root", str(tmp_path / "empty"), "--no-eval"],
-                             capture_output=True, text=True)
-    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    capsys.readouterr()
+    assert main([*base[3:], "--pool-root", str(tmp_path / "empty"), "--no-eval"]) == 2
+    missing = capsys.readouterr().err
+    assert "Traceback" not in missing
     assert ("ptmdd pretrain --source Digits --arch ConvNetW32 --num 1 --epochs 3 --recipe mtt "
-            f"--pool-root {tmp_path / 'empty'}") in missing.stderr.replace("\n", " ")
+            f"--pool-root {tmp_path / 'empty'}") in missing.replace("\n", " ")
     assert not (tmp_path / "store").exists() or not any((tmp_path / "store").glob("distill-*"))
     ok = subprocess.run([*base, "--pool-root", str(pool_root), "--eval-nets", "1",
                          "--eval-epochs", "2"], capture_output=True, text=True)
@@ -227,12 +232,11 @@ def test_the_command_line_distills_mtt_and_names_the_pretrain_command_for_missin
 
     (run,) = RunStore(tmp_path / "store").runs("distill")
     assert exported_set(run)["learned_lr"] == pytest.approx(run.metrics["learned_lr"])
-    from ptmdd_helpers.cli.commands import main
 
     assert main([*base[3:], "--pool-root", str(pool_root), "--pool", "ConvNet", "--no-eval"]) == 2
-    stray = subprocess.run([*base[:-4], "--method", "DM", "--syn-steps", "3"],
-                           capture_output=True, text=True)
-    assert stray.returncode == 2 and "configure MTT's own settings" in stray.stderr
+    capsys.readouterr()
+    assert main([*base[3:-4], "--method", "DM", "--syn-steps", "3"]) == 2
+    assert "configure MTT's own settings" in capsys.readouterr().err
 
 
 def test_mtt_is_a_method_of_the_study_and_the_dry_run_counts_its_experts(tmp_path):

@@ -39,7 +39,9 @@ def test_short_guided_dm_run_beats_its_own_initialization(workspace):
                             pool_recipe=recipe_identity(TrainRecipe(epochs=5)))
     protocol = protocol_for("DM", epochs=200)
     initial = make_spec("Digits", "DM", 1, iterations=0, model="ConvNetW32", guidance=guidance)
-    trained = make_spec("Digits", "DM", 1, iterations=150, model="ConvNetW32", guidance=guidance)
+    # 40 iterations (150 took 16 s): measured at seeds 0, 1, 2 the mean accuracy rises from 70.4,
+    # 69.9, 61.4 % to 86.5, 86.0, 83.6 % (150 iterations: 85.7 % at seed 0), 16-22 points up
+    trained = make_spec("Digits", "DM", 1, iterations=40, model="ConvNetW32", guidance=guidance)
     before = evaluation_run(EvaluationSpec(initial, "ConvNetW32", 4, protocol), workspace)
     after = evaluation_run(EvaluationSpec(trained, "ConvNetW32", 4, protocol), workspace)
     mean_before, mean_after = statistics.mean(_accuracies(before)), statistics.mean(_accuracies(after))

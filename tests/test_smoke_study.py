@@ -19,12 +19,22 @@ def _files(root: Path) -> dict[str, int]:
     return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
 
 
+# The smoke profile's grids (every task, notebook, figure, table and verdict) at a lower cost per
+# task: DM 20 iterations instead of 60, MTT 10 instead of 20 (both still above the 5-iteration
+# snapshot of every distillation, so the same runs are stored), evaluations of 20 epochs instead of
+# 60, and 06's nine evaluation architectures (VGG11, ResNet18: most of its time) trained 3 epochs
+# instead of 20. What the tests check (files, verdicts from the data, run counts, a second batch
+# that computes nothing) depends on which tasks run, not on how long each one trains.
+CHEAPER = ["distill.DM.iterations=20", "distill.MTT.iterations=10", "eval.epochs=20",
+           "06_cross_architecture.eval.epochs=3"]
+
+
 @pytest.fixture(scope="session")
 def smoke(tmp_path_factory):
     """The smoke profile run once, end to end, into a temporary folder."""
     base = tmp_path_factory.mktemp("smoke-study")
     roots = [f"store={base / 'store'}", f"pool_root={base / 'pools'}",
-             f"figures_dir={base / 'figures'}", f"runs_dir={base / 'runs'}"]
+             f"figures_dir={base / 'figures'}", f"runs_dir={base / 'runs'}", *CHEAPER]
     result = study.run_study("smoke", overrides=roots, verbose=False)
     return base, roots, result
 
@@ -80,14 +90,15 @@ def test_second_smoke_batch_computes_nothing(smoke):
     again = study.run_study("smoke", overrides=roots, notebooks=False, verbose=False)
     assert again["results"] == {}
     assert (_files(store), _files(base / "pools")) == before
-    assert len(RunStore(store).runs()) == runs == 52 + 87  # distillations + evaluations
+    # 54 distillations, each with its 5-iteration snapshot (distill.snapshots), + 109 evaluations
+    assert len(RunStore(store).runs()) == runs == 54 * 2 + 109
 
 
 def test_smoke_frame_holds_every_spec_field(smoke):
     _, roots, _ = smoke
     params = study.load_profile("smoke", roots)["02_architecture"]
     frame = study.run(study.build_grid("02_architecture", params), verbose=False)
-    assert len(frame) == 32
+    assert len(frame) == 44  # 2 seeds × 11 sets (baseline, 7 pools, 3 matched controls) × 2 nets
     assert {"pool", "n_archs", "subject.guidance.archs", "subject.iterations", "arch", "net",
             "protocol.epochs", "accuracy", "run_id"} <= set(frame.columns)
     assert frame["accuracy"].between(0, 1).all()
