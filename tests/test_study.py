@@ -139,6 +139,34 @@ def test_grid_specs_carry_the_profile_settings():
     assert labels["baseline"].protocol.epochs == 60 and labels["baseline"].n_nets == 2
 
 
+def test_the_cpu_profiles_04_has_a_near_and_a_far_domain_and_02_a_count_matched_control():
+    params = study.load_profile("cpu")
+    domain = study.build_grid("04_domain", params["04_domain"])
+    rows = [dict(item.labels) for item in domain.items]
+    sources = {(r["condition"], r["ptm_source"]) for r in rows}
+    assert sources == {("baseline", "none"), ("CCLoM (target PTMs)", "MNIST"),
+                       ("CCLoM (other-domain PTMs)", "Digits28"),
+                       ("CCLoM (other-domain PTMs)", "FashionMNIST"),
+                       ("CCLoM (untrained PTMs)", "untrained")}
+    assert {r["target"] for r in rows} == {"MNIST"}
+    # one baseline per seed (not one per other domain): 5 sets of 10 seeds, every one once
+    assert len(rows) == len(domain.evaluations) == 50
+    assert (params["04_domain"]["near"], params["04_domain"]["far"]) == ("Digits28", "FashionMNIST")
+    architecture = study.build_grid("02_architecture", params["02_architecture"])
+    pools = {}
+    for item in architecture.items:
+        labels = dict(item.labels)
+        guidance = item.spec.subject.guidance
+        if guidance is not None:
+            pools[labels["pool"]] = (labels["n_members"], guidance.archs, guidance.n_models)
+    assert pools == {"ConvNetW32": (1, ("ConvNetW32",), 1),
+                     "ConvNetW32+LeNet+MLP+AlexNet": (4, ("ConvNetW32", "LeNet", "MLP", "AlexNet"), 1),
+                     "ConvNetW32 ×4": (4, ("ConvNetW32",), 4)}
+    for name in ("early_vs_plateau", "far_like_untrained"):  # margins declared with a reason
+        claim = params["03_epoch"]["claims"][name]
+        assert claim["margin"] == 0.15 and claim["why"]
+
+
 # --------------------------------------------------------------------------- dry run, executors
 
 
