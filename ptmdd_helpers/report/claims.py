@@ -15,7 +15,16 @@ from typing import Any
 
 import pandas as pd
 
-from .verdicts import ACCURACY, NEEDS_MARGIN, RELATIONS, SEED, Verdict, compare, select
+from .verdicts import (
+    ACCURACY,
+    NEEDS_MARGIN,
+    RELATIONS,
+    SEED,
+    Verdict,
+    compare,
+    seed_means,
+    select,
+)
 
 
 def declared(params: Mapping[str, Any], name: str) -> dict[str, Any]:
@@ -39,12 +48,9 @@ def declared(params: Mapping[str, Any], name: str) -> dict[str, Any]:
 def _gain_frame(frame: pd.DataFrame, treatment: Mapping[str, Any], baseline: Mapping[str, Any],
                 arch: str, strata: Sequence[str], value: str) -> pd.DataFrame:
     """Per stratum, seed and architecture: treatment − baseline in points (seeds in both)."""
-    keys = [*strata, arch, SEED]
-
     def means(where: Mapping[str, Any]) -> pd.Series:
-        rows = select(frame, where)
-        return rows.assign(points=100.0 * rows[value].astype(float)).groupby(
-            keys, dropna=False)["points"].mean()
+        return seed_means(select(frame, where), by=[*strata, arch], value=value).set_index(
+            [*strata, arch, SEED])["points"]
 
     gain = (means(treatment) - means(baseline)).dropna()
     return gain.rename("gain").reset_index()

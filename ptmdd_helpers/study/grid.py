@@ -59,7 +59,8 @@ class Grid:
     def distillations(self) -> list[DistillSpec]:
         """Distillations to run (unique, in order): not those that a longer one of the grid
         stores on its way (``distill.snapshots``; :attr:`snapshots`)."""
-        return [d for d in self.distilled if d not in self.snapshots]
+        snapshots = self.snapshots
+        return [d for d in self.distilled if d not in snapshots]
 
     @property
     def snapshots(self) -> dict[DistillSpec, DistillSpec]:
