@@ -7,7 +7,7 @@ augmentations; both sets are evaluated by the profile's evaluation spec, whose n
 (dataset, seed), so the same networks train on both. Everything goes through the profile's run
 store (the fp32 runs of a finished 00 are reused, nothing is computed twice). Prints per method the
 mean over seeds of bf16 − fp32 (per-seed mean over networks, in points), its 95 % paired
-t-interval (``verdicts.paired_interval``, scipy's ``ttest_rel`` interval) and the mean seconds of a
+t-interval (``intervals.paired_interval``, scipy's ``ttest_rel`` interval) and the mean seconds of a
 distillation in each precision. ``benchmarks/README.md`` holds the latest results.
 
 Usage: ``python benchmarks/precision_distill.py --profile cpu --seeds 0,1,2,3,4
@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from ptmdd_helpers import study  # noqa: E402
-from ptmdd_helpers.report.verdicts import paired_interval  # noqa: E402
+from ptmdd_helpers.report.intervals import paired_interval  # noqa: E402
 from ptmdd_helpers.store.evaluations import evaluation_run  # noqa: E402
 from ptmdd_helpers.store.runs import EvaluationSpec, distill_run  # noqa: E402
 from ptmdd_helpers.study import grids, values  # noqa: E402

@@ -142,3 +142,12 @@ def test_the_graph_sees_lazy_relative_imports():
     assert "ptmdd_helpers.pools.pool" in graph["ptmdd_helpers.pools.guidance"]  # from .pool
     assert "ptmdd_helpers.pools.guidance" in graph["ptmdd_helpers.distill"]  # from ..pools.guidance
     assert "ptmdd_helpers.store.runs" in graph["ptmdd_helpers.cli.options"]  # inside a function
+
+
+MAX_LINES = 400  # issue 23: a module a reader takes in at once
+
+
+def test_no_module_is_longer_than_400_lines():
+    long = {name: n for name, path in modules().items()
+            if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
+    assert long == {}, f"split these modules by what they are for: {long}"

@@ -201,7 +201,8 @@ def test_kill_9_mid_batch_then_resume_gives_the_same_tensors(tmp_path):
 
 def test_the_study_packs_ready_distillations_of_one_shape(tmp_path, monkeypatch):
     from ptmdd_helpers.store import runs
-    from ptmdd_helpers.study.tasks import Task, run_local, workspace_config
+    from ptmdd_helpers.study.tasks import Task, run_local
+    from ptmdd_helpers.study.workers import workspace_config
 
     sizes = []
     real_run_replicas = runs.run_replicas

@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 
 from ptmdd_helpers import report
-from ptmdd_helpers.report import family, verdicts
+from ptmdd_helpers.report import family, intervals
 
 
 def _frame(groups: dict[str, dict[int, list[float]]]) -> pd.DataFrame:
@@ -144,10 +144,10 @@ def test_holm_decisions_on_hand_made_p_values():
 
 
 def test_seeds_needed_is_where_the_half_width_falls_below_the_effect():
-    n = verdicts.seeds_needed(1.0, 1.0)
+    n = intervals.seeds_needed(1.0, 1.0)
     half = lambda k: stats.t.ppf(0.975, k - 1) / math.sqrt(k)  # noqa: E731
     assert half(n) < 1.0 <= half(n - 1)
-    assert verdicts.seeds_needed(0.0, 1.0) is None
+    assert intervals.seeds_needed(0.0, 1.0) is None
     inconclusive = report.compare(
         _frame({"g": {0: [0.70], 1: [0.725], 2: [0.69]}, "b": {0: [0.69], 1: [0.72], 2: [0.70]}}),
         {"condition": "g"}, {"condition": "b"}, claim="c")

@@ -42,7 +42,7 @@ def test_workers_end_when_the_study_is_killed(tmp_path):
         import os, sys, time
         from concurrent.futures import ProcessPoolExecutor
         import multiprocessing
-        from ptmdd_helpers.study.tasks import start_worker
+        from ptmdd_helpers.study.workers import start_worker
 
         if __name__ == "__main__":
             ctx = multiprocessing.get_context("spawn")

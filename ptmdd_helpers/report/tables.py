@@ -25,9 +25,7 @@ import pandas as pd
 from ..paths import resolve
 from ..spread import mean_sd, plus_minus
 from .family import family_decisions, shared_runs
-from .plots import (
-    paired_plot,
-)
+from .figures import paired_plot
 from .verdicts import (
     ACCURACY,
     RULE,

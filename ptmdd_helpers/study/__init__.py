@@ -45,8 +45,9 @@ from .profiles import (
 )
 from .roots import batch_dir, figures_dir, notebook_path, workspace
 from .schema import EXECUTORS
-from .tasks import Task, compute, execute_task, pending_tasks
+from .tasks import Task, compute, pending_tasks
 from .values import architecture_pools
+from .workers import execute_task
 
 __all__ = [
     "EXECUTORS", "NOTEBOOKS", "Grid", "GridItem", "GridSize", "PoolNeed", "StudyError", "Task",

@@ -197,7 +197,7 @@ def _execute_notebooks(jobs: list[tuple[Path, Path, dict]], parallel: int) -> No
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    from .tasks import start_worker
+    from .workers import start_worker
 
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(parallel, mp_context=context, initializer=start_worker,

@@ -35,7 +35,7 @@ from ..distill.matching import METRICS
 from ..distill.spec import INITS
 from ..networks.training import PRECISIONS
 from ..pools.guidance import KINDS
-from ..report.verdicts import RELATIONS
+from ..report.intervals import RELATIONS
 
 EXECUTORS = ("local", "slurm")  # how the study runs its tasks (.tasks)
 PRECISION_NAMES = tuple(PRECISIONS)
