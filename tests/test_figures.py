@@ -264,3 +264,26 @@ def test_synthetic_images_keep_whole_class_names():
     names = [t.get_text().replace("\n", "") for t in fig.axes[0].get_xticklabels()]
     assert names[0] == "T-shirt/top" and names[-1] == "Ankle boot"
     assert not _text_outside(fig)
+
+
+def test_method_references_give_each_method_its_published_random_real_and_whole_lines():
+    """00's accuracy-by-iterations panels: per method its published number, the mean over seeds
+    of its random real subsets (each seed's networks averaged first) and the whole training set."""
+    rows = [{"method": m, "condition": "baseline", SEED: s, "net": 0, "accuracy": 0.68}
+            for m in ("DC", "DM") for s in range(3)]
+    rows += [{"method": "DC", "condition": "random real", SEED: s, "net": n,
+              "accuracy": 0.40 + 0.04 * s + 0.02 * n} for s in range(3) for n in range(2)]
+    rows += [{"method": "whole", "condition": "whole dataset", SEED: None, "net": 0,
+              "accuracy": 0.925}]
+    refs = report.method_references(pd.DataFrame(rows), {"DC": 70.5, "DM": 70.7, "MTT": 1.0})
+    lines = {(r.method, r.label): r.points for r in refs.itertuples()}
+    assert lines == pytest.approx({
+        ("DC", "published"): 70.5, ("DC", "random real subset (mean over seeds)"): 45.0,
+        ("DC", "whole training set"): 92.5,
+        ("DM", "published"): 70.7, ("DM", "whole training set"): 92.5})
+    fig = report.accuracy_plot(pd.DataFrame(rows[:6]).assign(iterations=100), x="iterations",
+                               hue="condition", col="method", references=refs)
+    drawn = {(ax.get_title(), line.get_label(), round(line.get_ydata()[0], 3))
+             for ax in fig.axes for line in ax.get_lines() if line.get_gid() == "reference"}
+    assert ("DM", "whole training set", 92.5) in drawn
+    assert not any(title == "DM" and label.startswith("random") for title, label, _ in drawn)

@@ -6,6 +6,8 @@ chosen after the accuracies are seen. :func:`transfer_table` gives the treatment
 evaluation architecture (paired by seed), the gain over the architectures the set was *not*
 distilled with, and the transfer gap (that gain − the gain on the distillation architecture),
 each with its 95 % interval; :func:`transfer_gap` is the gap as a :class:`~.verdicts.Verdict`.
+:func:`method_references` sets each method's baseline beside what it should be read against: its
+published number, a random real subset of the same size and the whole training set.
 """
 
 from __future__ import annotations
@@ -15,10 +17,9 @@ from typing import Any
 
 import pandas as pd
 
+from .intervals import NEEDS_MARGIN, RELATIONS
 from .verdicts import (
     ACCURACY,
-    NEEDS_MARGIN,
-    RELATIONS,
     SEED,
     Verdict,
     compare,
@@ -126,3 +127,27 @@ def verdict_table(verdicts: Sequence[Verdict], labels: Sequence[Mapping[str, Any
                                  if verdict.low == verdict.low else "—"),
                      "seeds": verdict.n_treatment, "verdict": verdict.label})
     return pd.DataFrame(rows)
+
+
+RANDOM_REAL, WHOLE = "random real", "whole dataset"  # the reference conditions of notebook 00
+
+
+def method_references(frame: pd.DataFrame, published: Mapping[str, float] | None = None,
+                      by: str = "method", value: str = ACCURACY) -> pd.DataFrame:
+    """Reference lines per level of ``by`` (columns ``by``, ``label``, ``points``): the published
+    number (points), the random real subsets' and the whole training set's mean over seeds."""
+    condition = frame["condition"]
+    distilled = frame[~condition.isin([RANDOM_REAL, WHOLE])]
+    whole = frame[condition == WHOLE]
+    whole_points = seed_means(whole, by=[], value=value)["points"].mean() if len(whole) else None
+    rows = []
+    for level in pd.unique(distilled[by].dropna()):
+        if published and level in published:
+            rows.append({by: level, "label": "published", "points": float(published[level])})
+        subset = frame[(condition == RANDOM_REAL) & (frame[by] == level)]
+        if len(subset):
+            rows.append({by: level, "label": "random real subset (mean over seeds)",
+                         "points": float(seed_means(subset, by=[], value=value)["points"].mean())})
+        if whole_points is not None:
+            rows.append({by: level, "label": "whole training set", "points": float(whole_points)})
+    return pd.DataFrame(rows, columns=[by, "label", "points"])
