@@ -167,6 +167,9 @@ def test_accuracy_table_gives_the_sd_over_seeds_of_the_seed_means():
                           "accuracy": [0.5, 0.6, 0.7, 0.8, 0.8, 0.8, 0.8, 0.8]})
     table = report.accuracy_table(frame, rows=["method"], columns=["ipc"])
     assert list(table.columns) == ["method", "ipc 1", "ipc 10"]
+    # IPC read as floats (a study frame whose whole-dataset rows have none): still "ipc 1"
+    floats = report.accuracy_table(frame.astype({"ipc": float}), rows=["method"], columns=["ipc"])
+    assert list(floats.columns) == ["method", "ipc 1", "ipc 10"]
     # seed means 55 and 75: mean 65, sample SD 14.14 over n = 2 seeds (not 4 networks)
     assert table.loc[0, "ipc 1"] == "65.00 ± 14.14 (n=2)"
     assert table.loc[0, "ipc 10"] == "80.00 ± 0.00 (n=2)"

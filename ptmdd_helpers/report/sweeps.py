@@ -117,8 +117,8 @@ def epoch_plot(
         _legend(fig, fig.axes, None)
         caption(fig, _spread_caption(data, [c for c in (x, hue) if c], "markers")
                 + "; no line between tested epochs: nothing ran in between"
-                + (f"; dotted: the PTMs' test accuracy, mean ± SD over {members} members, every "
-                   "epoch" if members else "")
+                + (f"; dotted: the PTMs' test accuracy, mean ± SD over {members} "
+                   f"member{'s' if members != 1 else ''}, every epoch" if members else "")
                 + ("; dashed: no PTM loss, ± SD band" if baseline is not None else ""))
         suptitle(fig, title)
     return fig

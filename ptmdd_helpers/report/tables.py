@@ -26,6 +26,7 @@ from ..paths import resolve
 from ..spread import mean_sd, plus_minus
 from .family import family_decisions, shared_runs
 from .figures import paired_plot
+from .plots import level_text
 from .verdicts import (
     ACCURACY,
     RULE,
@@ -79,7 +80,7 @@ def accuracy_table(
     names = list(columns)
     labels = wide.columns if isinstance(wide.columns, pd.MultiIndex) else [(c,) for c in wide.columns]
     wide.columns = [
-        " / ".join(f"{n} {'—' if pd.isna(v) else v}" for n, v in zip(names, c, strict=True))
+        " / ".join(f"{n} {'—' if pd.isna(v) else level_text(v)}" for n, v in zip(names, c, strict=True))
         for c in labels
     ]
     return wide.reset_index()
