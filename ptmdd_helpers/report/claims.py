@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..evaluation.scores import REAL, WHOLE
 from .intervals import NEEDS_MARGIN, RELATIONS
 from .verdicts import (
     ACCURACY,
@@ -129,22 +130,20 @@ def verdict_table(verdicts: Sequence[Verdict], labels: Sequence[Mapping[str, Any
     return pd.DataFrame(rows)
 
 
-RANDOM_REAL, WHOLE = "random real", "whole dataset"  # the reference conditions of notebook 00
-
 
 def method_references(frame: pd.DataFrame, published: Mapping[str, float] | None = None,
                       by: str = "method", value: str = ACCURACY) -> pd.DataFrame:
     """Reference lines per level of ``by`` (columns ``by``, ``label``, ``points``): the published
     number (points), the random real subsets' and the whole training set's mean over seeds."""
     condition = frame["condition"]
-    distilled = frame[~condition.isin([RANDOM_REAL, WHOLE])]
+    distilled = frame[~condition.isin([REAL, WHOLE])]
     whole = frame[condition == WHOLE]
     whole_points = seed_means(whole, by=[], value=value)["points"].mean() if len(whole) else None
     rows = []
     for level in pd.unique(distilled[by].dropna()):
         if published and level in published:
             rows.append({by: level, "label": "published", "points": float(published[level])})
-        subset = frame[(condition == RANDOM_REAL) & (frame[by] == level)]
+        subset = frame[(condition == REAL) & (frame[by] == level)]
         if len(subset):
             rows.append({by: level, "label": "random real subset (mean over seeds)",
                          "points": float(seed_means(subset, by=[], value=value)["points"].mean())})

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..data.datasets import get_info
 from ..distill import DistillSpec, get_method, list_methods, make_spec
+from ..evaluation.scores import REAL, WHOLE
 from ..pools.guidance import GuidanceSpec, make_guidance
 from ..pools.members import MemberSpec, recipe_identity
 from ..store.evaluations import subject_learns_lr
@@ -143,7 +144,7 @@ def preliminary_grid(params: Params) -> Grid:
             for method in methods(params):
                 for seed in params["seeds"]:
                     add_evaluations(params, grid, RealSubsetSpec(target, int(ipc), int(seed)),
-                                    method, condition="random real", iterations=0, final=True)
+                                    method, condition=REAL, iterations=0, final=True)
     whole = references.get("whole")
     if whole:
         whole = dict(whole)
@@ -153,7 +154,7 @@ def preliminary_grid(params: Params) -> Grid:
         grid.add(EvaluationSpec(WholeDatasetSpec(target), arch, n_nets,
                                 protocol(params, whole.pop("method", "DC"), target, arch,
                                          **{**whole, "learned_lr": False})),
-                 method="whole", ipc=None, condition="whole dataset", iterations=None,
+                 method="whole", ipc=None, condition=WHOLE, iterations=None,
                  final=True)
     return grid
 
