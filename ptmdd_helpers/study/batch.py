@@ -190,18 +190,11 @@ def execute_notebook(source: Path, target: Path, parameters: Mapping[str, Any]) 
 
 
 def _execute_notebooks(jobs: list[tuple[Path, Path, dict]], parallel: int) -> None:
-    if parallel == 1:
-        for job in jobs:
-            execute_notebook(*job)
-        return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    """Run papermill on each job, ``parallel`` at a time: threads, since each notebook runs in a
+    kernel process of its own (a worker process would import torch only to wait on it)."""
+    from concurrent.futures import ThreadPoolExecutor
 
-    from .workers import start_worker
-
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(parallel, mp_context=context, initializer=start_worker,
-                             initargs=(1, os.getpid())) as pool:
+    with ThreadPoolExecutor(parallel, thread_name_prefix="ptmdd-papermill") as pool:
         list(pool.map(execute_notebook, *zip(*jobs, strict=True)))
 
 
