@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.ptmdd-installed
 
-.PHONY: env study lab test lint
+.PHONY: env study lab test lint bytecode
 
 env: $(STAMP)
 
@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The main job: the seven study notebooks on the offline smoke profile (figures/smoke/).
-study: env
+study: env bytecode
 	$(BIN)/ptmdd study --profile smoke
 
 # JupyterLab on the notebooks; the .venv kernel is registered as "python3", the kernel the
@@ -26,10 +26,15 @@ lab: env
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (ptmdd .venv)"
 	$(BIN)/jupyter lab notebooks/
 
+# The package's modules compiled once (under PYTHONDONTWRITEBYTECODE every worker, kernel and
+# command-line process would compile them again; pip compiled the installed packages already)
+bytecode: env
+	$(BIN)/python -m compileall -q ptmdd_helpers
+
 lint: env
 	$(BIN)/ruff check .
 
 # Two test processes of one thread each (tests/conftest.py), whole files to one process (a file's
 # module fixtures are built once); a plain `pytest` runs them one by one.
-test: env lint
+test: env lint bytecode
 	$(BIN)/python -m pytest -n 2 --dist loadfile
