@@ -35,6 +35,8 @@ lint: env
 	$(BIN)/ruff check .
 
 # Two test processes of one thread each (tests/conftest.py), whole files to one process (a file's
-# module fixtures are built once); a plain `pytest` runs them one by one.
+# module fixtures are built once); a plain `pytest` runs them one by one. xdist hands out the files
+# with the most tests first, so the smoke study (three tests, a fifth of the suite's work) comes
+# last, where its own two workers use the core the other test process has left.
 test: env lint bytecode
 	$(BIN)/python -m pytest -n 2 --dist loadfile

@@ -28,15 +28,6 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 SHARED_DATA = Path(os.environ.get("PTMDD_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
-LONGEST_FIRST = ("tests/test_smoke_study.py",)  # the smoke study: a third of the suite's time
-
-
-def pytest_collection_modifyitems(items):
-    """Run the longest file first: `make test`'s two processes take whole files in collection
-    order, and the smoke study started last leaves one process idle while it runs."""
-    items.sort(key=lambda item: item.nodeid.split("::")[0] not in LONGEST_FIRST)  # stable
-
-
 @pytest.fixture(scope="session")
 def benchmark_script():
     """A loader of ``benchmarks/<name>.py`` as a module (the scripts are not a package)."""
