@@ -130,7 +130,6 @@ def verdict_table(verdicts: Sequence[Verdict], labels: Sequence[Mapping[str, Any
     return pd.DataFrame(rows)
 
 
-
 def method_references(frame: pd.DataFrame, published: Mapping[str, float] | None = None,
                       by: str = "method", value: str = ACCURACY) -> pd.DataFrame:
     """Reference lines per level of ``by`` (columns ``by``, ``label``, ``points``): the published
