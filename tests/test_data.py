@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import pickle
 
 import numpy as np
@@ -87,6 +89,50 @@ def test_fashion_mnist_from_shared_read_only_copy(shared_data):
     assert ds.test_images.shape == (10000, 1, 28, 28)
     assert [ds.class_count(c) for c in range(10)] == [6000] * 10
     assert ds.info.class_names[9] == "Ankle boot"
+
+
+def _rows(images: torch.Tensor) -> list[tuple[float, ...]]:
+    return sorted(tuple(x.flatten().tolist()) for x in images)
+
+
+def test_a_validation_split_holds_out_a_tenth_of_each_class_of_the_training_set():
+    whole, split = load_dataset("Digits"), load_dataset("Digits-val")
+    assert split.info.name == "Digits-val" and split.info.mean == whole.info.mean
+    counts = [whole.class_count(c) for c in range(10)]
+    held = [math.ceil(0.1 * n) for n in counts]
+    assert split.test_labels.bincount().tolist() == held
+    assert [split.class_count(c) for c in range(10)] == [n - h for n, h in zip(counts, held, strict=True)]
+    # the two parts are the training set (images with their labels), and its test set is left out
+    both = torch.cat([split.train_images, split.test_images])
+    labels = torch.cat([split.train_labels, split.test_labels])
+    assert _rows(torch.cat([both.flatten(1), labels[:, None]], 1)) == _rows(
+        torch.cat([whole.train_images.flatten(1), whole.train_labels[:, None]], 1))
+    assert not set(_rows(split.test_images)) & set(_rows(whole.test_images))
+    assert "Digits-val" not in data.list_datasets()
+
+
+def test_a_validation_split_is_a_dataset_of_its_own_for_runs_and_the_command_line(tmp_path):
+    from ptmdd_helpers.cli.commands import main
+    from ptmdd_helpers.distill import make_spec
+    from ptmdd_helpers.specs import spec_id
+    from ptmdd_helpers.store.runstore import RunStore
+
+    specs = [make_spec(name, "DM", 1, iterations=2, model="ConvNetW32")
+             for name in ("Digits-val", "Digits")]
+    assert spec_id(specs[0]) != spec_id(specs[1])
+    assert main(["distill", "--dataset", "Digits-val", "--method", "DM", "--ipc", "1",
+                 "--iterations", "2", "--model", "ConvNetW32", "--eval-nets", "1",
+                 "--eval-epochs", "2", "--store", str(tmp_path), "--quiet", "--device", "cpu"]) == 0
+    (evaluation,) = RunStore(tmp_path).runs("evaluation")
+    assert evaluation.metrics["summary"]["n"] == 1 and "Digits-val" in json.dumps(evaluation.spec)
+    with pytest.raises(ValueError, match="each one's validation split <name>-val"):
+        get_info("Digits-test")
+
+
+def test_fashion_mnist_validation_split_from_the_shared_copy(shared_data):
+    split = load_dataset("FashionMNIST-val", shared_data)
+    assert split.train_images.shape == (54000, 1, 28, 28)
+    assert split.test_labels.bincount().tolist() == [600] * 10
 
 
 def test_unknown_dataset_lists_valid_names():

@@ -107,3 +107,11 @@ def test_a_looping_method_is_timed_at_one_and_two_outer_steps_and_extrapolated(t
         assert shape not in timer.cache  # six outer steps never run
         assert two > one > 0
         assert per == pytest.approx(one + 5 * (two - one))
+
+
+def test_split_sizes_of_a_validation_split_need_no_data():
+    from ptmdd_helpers.study.estimate import split_sizes
+
+    assert split_sizes("FashionMNIST-val") == (54000, 6000)  # 600 of each class's 6000 held out
+    assert split_sizes("CIFAR100-val") == (45000, 5000)
+    assert split_sizes("Digits-val") == (1288, 149)  # from the data: ceil(10 %) of each class

@@ -79,6 +79,9 @@ def test_dc_defaults_follow_the_reference_and_explicit_augment_wins():
     assert protocol_for("DC", dataset="MNIST", arch="ConvNetBN", augment="dsa").augment == "dsa"
     assert protocol_for("DC", dataset="MNIST", epochs=7).epochs == 7
     assert dc_reference_augment(None, None) is None
+    # a validation split is evaluated as the dataset it is carved from
+    for name in ("MNIST", "MNIST5k", "FashionMNIST", "MNIST5k8"):
+        assert protocol_for("DC", dataset=f"{name}-val") == protocol_for("DC", dataset=name)
 
 
 # --------------------------------------------------------------------------- behaviour

@@ -75,6 +75,17 @@ def test_every_committed_profile_passes_the_schema():
         assert set(params) == set(study.NOTEBOOKS)
 
 
+def test_a_profile_without_a_notebooks_section_names_what_it_lacks():
+    params = study.load_profile("cpu_mtt_val")  # shared and 00 only
+    assert study.build_grid("00_preliminary", params["00_preliminary"]).distillations
+    lacking = [("01_initialization", "n_models"), ("06_cross_architecture", "best, eval_archs")]
+    for notebook, keys in lacking:
+        expected = (rf"{notebook}: the profile cpu_mtt_val gives no {keys}; add the notebook's "
+                    r"section .* or leave the notebook out")
+        with pytest.raises(study.StudyError, match=expected):
+            study.build_grid(notebook, params[notebook])
+
+
 def test_the_gpu_profiles_ten_minute_subset_is_what_its_header_says():
     overrides = ["ipcs=[1]", "00_preliminary.methods=[DC]",
                  "00_preliminary.references.random_real=false",

@@ -25,6 +25,7 @@ Their loaders live in :mod:`.offline`, which caches what they build under the ca
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import tempfile
@@ -35,7 +36,7 @@ from pathlib import Path
 import torch
 
 from ..paths import resolve
-from . import offline
+from . import offline, validation
 
 DIGIT_CLASSES = tuple(str(i) for i in range(10))
 
@@ -113,17 +114,22 @@ def register_dataset(info: DatasetInfo) -> DatasetInfo:
 
 
 def list_datasets() -> list[str]:
-    """Return the names of all registered datasets."""
-    return sorted(DATASETS)
+    """Return the names of all registered datasets (each also has ``<name>-val``, :mod:`.validation`)."""
+    return sorted(name for name in DATASETS if validation.base_name(name) not in DATASETS)
 
 
 def get_info(name: str) -> DatasetInfo:
     """Return the registry entry for ``name``; unknown names raise ``ValueError`` listing valid ones."""
+    base = validation.base_name(name)
+    if name not in DATASETS and base in DATASETS:
+        return register_dataset(dataclasses.replace(
+            DATASETS[base], name=name, loader=functools.partial(_validation_tensors, base)))
     try:
         return DATASETS[name]
     except KeyError:
         raise ValueError(
-            f"unknown dataset {name!r}; valid names: {', '.join(list_datasets())}"
+            f"unknown dataset {name!r}; valid names: {', '.join(list_datasets())}, and each one's "
+            f"validation split <name>{validation.SUFFIX}"
         ) from None
 
 
@@ -315,16 +321,24 @@ def normalize(images: torch.Tensor, info: DatasetInfo) -> torch.Tensor:
     return (images - mean) / std
 
 
+def _tensors(info: DatasetInfo, where: Path | None) -> tuple[torch.Tensor, ...]:
+    """The loader's [0, 1] tensors (an offline dataset's through its cache, :mod:`.offline`)."""
+    if info.offline:
+        return offline.cached_tensors(info.name, lambda: info.loader(where), info.sources,
+                                      cache_dir() / "offline")
+    return info.loader(where)
+
+
+def _validation_tensors(base: str, where: Path | None) -> tuple[torch.Tensor, ...]:
+    """Dataset ``base``'s training set split into training and held-out images (:mod:`.validation`)."""
+    train_x, train_y, _, _ = _tensors(get_info(base), where)
+    return validation.held_out(train_x, train_y)
+
+
 @functools.lru_cache(maxsize=16)
 def _load_cached(name: str, root: str | None) -> LoadedDataset:
     info = get_info(name)
-    where = Path(root) if root is not None else None
-    if info.offline:
-        tensors = offline.cached_tensors(name, lambda: info.loader(where), info.sources,
-                                         cache_dir() / "offline")
-    else:
-        tensors = info.loader(where)
-    train_x, train_y, test_x, test_y = tensors
+    train_x, train_y, test_x, test_y = _tensors(info, Path(root) if root is not None else None)
     return LoadedDataset(
         info,
         normalize(train_x, info).contiguous(),

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
+from . import validation
 from .augment import DSAConfig, _crop, _rand, _randint, augment_per_sample
 
 DC_OPS: tuple[str, ...] = ("crop", "scale", "rotate", "noise")
@@ -59,12 +60,12 @@ DC_MNIST_DATASETS = ("MNIST", "MNIST5k")  # the reference's MNIST, at 28x28 (not
 def dc_reference_augment(dataset: str | None, arch: str | None) -> str | None:
     """The reference's DC evaluation mode for ``dataset`` and ``arch``, or ``None`` (no rule).
 
-    ``crop_scale_rotate`` on MNIST (28x28: ``MNIST``, ``MNIST5k``), ``crop_noise`` for
-    ``ConvNetBN``; the ConvNetBN check comes second in ``get_daparam``, so it wins.
+    ``crop_scale_rotate`` on MNIST (28x28: ``MNIST``, ``MNIST5k``, and their validation splits),
+    ``crop_noise`` for ``ConvNetBN``; the ConvNetBN check comes second in ``get_daparam``, so it wins.
     """
     if arch == "ConvNetBN":
         return "crop_noise"
-    if dataset in DC_MNIST_DATASETS:
+    if dataset in DC_MNIST_DATASETS or validation.base_name(dataset or "") in DC_MNIST_DATASETS:
         return "crop_scale_rotate"
     return None
 

@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TextIO
 
+from ..data import validation
 from ..data.datasets import get_info, load_dataset, random_dataset
 from ..distill import DistillSpec, Replica, distill, get_method, load_resources, run_replicas
 from ..evaluation.evaluate import evaluate_images
@@ -78,6 +79,11 @@ def split_sizes(name: str, data_root: object = None) -> tuple[int, int]:
     """The training and test set sizes of dataset ``name`` (from the data when offline)."""
     if name in SPLIT_SIZES:
         return SPLIT_SIZES[name]
+    base = validation.base_name(name)
+    if base in SPLIT_SIZES:  # its held-out part, as if every class had the same size
+        train, classes = SPLIT_SIZES[base][0], get_info(base).num_classes
+        held = classes * math.ceil(validation.FRACTION * train / classes)
+        return train - held, held
     data = load_dataset(name, data_root)
     return len(data.train_labels), len(data.test_labels)
 

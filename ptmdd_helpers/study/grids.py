@@ -307,10 +307,21 @@ GRID_BUILDERS = dict(zip(NOTEBOOKS, (
 ), strict=True))
 
 
+# what a notebook's grid cannot be built without (the schema lets them be absent: a profile may
+# hold only some notebooks' sections)
+NEEDED = {"01_initialization": ("n_models",), "02_architecture": ("archs",), "03_epoch": ("epochs",),
+          "05_alpha": ("alphas",), "06_cross_architecture": ("best", "eval_archs")}
+
+
 def build_grid(notebook: str, params: Params) -> Grid:
     """The grid of ``notebook`` for its merged ``params``."""
     if notebook not in GRID_BUILDERS:
         raise StudyError(f"unknown notebook {notebook!r}; valid: {', '.join(NOTEBOOKS)}")
+    missing = [key for key in NEEDED.get(notebook, ()) if params.get(key) is None]
+    if missing:
+        raise StudyError(f"{notebook}: the profile {params.get('profile', '')} gives no "
+                         f"{', '.join(missing)}; add the notebook's section (see parameters/smoke.yaml), "
+                         "or leave the notebook out (--only)")
     try:
         return GRID_BUILDERS[notebook](dict(params))
     except KeyError as error:
