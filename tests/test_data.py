@@ -111,7 +111,7 @@ def test_a_validation_split_holds_out_a_tenth_of_each_class_of_the_training_set(
     assert "Digits-val" not in data.list_datasets()
 
 
-def test_a_validation_split_is_a_dataset_of_its_own_for_runs_and_the_command_line(tmp_path):
+def test_a_validation_split_is_a_dataset_of_its_own_for_runs_and_the_command_line(tmp_path, capsys):
     from ptmdd_helpers.cli.commands import main
     from ptmdd_helpers.distill import make_spec
     from ptmdd_helpers.specs import spec_id
@@ -127,6 +127,9 @@ def test_a_validation_split_is_a_dataset_of_its_own_for_runs_and_the_command_lin
     assert evaluation.metrics["summary"]["n"] == 1 and "Digits-val" in json.dumps(evaluation.spec)
     with pytest.raises(ValueError, match="each one's validation split <name>-val"):
         get_info("Digits-test")
+    assert main(["datasets"]) == 0
+    listing = capsys.readouterr().out
+    assert "Digits-val" not in listing and "Each NAME also has NAME-val" in listing
 
 
 def test_fashion_mnist_validation_split_from_the_shared_copy(shared_data):

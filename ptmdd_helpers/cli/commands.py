@@ -53,14 +53,16 @@ def _models(parser: argparse.ArgumentParser):
 @command("datasets", "list the registered datasets with their shapes")
 def _datasets(parser: argparse.ArgumentParser):
     def run(args: argparse.Namespace) -> int:
-        from ..data.datasets import DATASETS
+        from ..data.datasets import get_info, list_datasets
 
         print(f"{'name':<14}{'channels':>9}{'size':>9}{'classes':>9}  source")
-        for name in sorted(DATASETS):
-            info = DATASETS[name]
+        for name in list_datasets():
+            info = get_info(name)
             size = "x".join(map(str, info.image_size))
             where = "package (offline)" if info.offline else "data root / download"
             print(f"{name:<14}{info.channels:>9}{size:>9}{info.num_classes:>9}  {where}")
+        print("Each NAME also has NAME-val: its training set with a tenth of each class held out as "
+              "the test set, for choosing settings without the test set.")
         return 0
 
     return run
