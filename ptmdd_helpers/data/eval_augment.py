@@ -65,7 +65,7 @@ def dc_reference_augment(dataset: str | None, arch: str | None) -> str | None:
     """
     if arch == "ConvNetBN":
         return "crop_noise"
-    if dataset in DC_MNIST_DATASETS or validation.base_name(dataset or "") in DC_MNIST_DATASETS:
+    if (validation.base_name(dataset or "") or dataset) in DC_MNIST_DATASETS:
         return "crop_scale_rotate"
     return None
 

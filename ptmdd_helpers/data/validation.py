@@ -23,21 +23,19 @@ def base_name(name: str) -> str | None:
     return name[: -len(SUFFIX)] if name.endswith(SUFFIX) and len(name) > len(SUFFIX) else None
 
 
-def validation_name(name: str) -> str:
-    """The name of dataset ``name``'s validation split."""
-    return f"{name}{SUFFIX}"
+def held_count(class_size: float) -> int:
+    """How many of a class's ``class_size`` training images are held out: ``ceil(FRACTION · n)``."""
+    return math.ceil(FRACTION * class_size)
 
 
-def held_out(
-    train_images: torch.Tensor, train_labels: torch.Tensor, fraction: float = FRACTION
-) -> tuple[torch.Tensor, ...]:
-    """(training images, labels, held-out images, labels): ``ceil(fraction · n_c)`` images of
-    each class ``c`` held out, both parts in their original order."""
+def held_out(train_images: torch.Tensor, train_labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """(training images, labels, held-out images, labels): :func:`held_count` images of each
+    class held out, both parts in their original order."""
     order = torch.randperm(len(train_labels), generator=torch.Generator().manual_seed(SEED))
     kept, held = [], []
     for label in torch.unique(train_labels).tolist():
         members = order[train_labels[order] == label]
-        n_held = math.ceil(fraction * len(members))
+        n_held = held_count(len(members))
         kept.append(members[: len(members) - n_held])
         held.append(members[len(members) - n_held:])
     kept_index, held_index = torch.cat(kept).sort().values, torch.cat(held).sort().values

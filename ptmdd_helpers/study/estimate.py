@@ -82,7 +82,7 @@ def split_sizes(name: str, data_root: object = None) -> tuple[int, int]:
     base = validation.base_name(name)
     if base in SPLIT_SIZES:  # its held-out part, as if every class had the same size
         train, classes = SPLIT_SIZES[base][0], get_info(base).num_classes
-        held = classes * math.ceil(validation.FRACTION * train / classes)
+        held = classes * validation.held_count(train / classes)
         return train - held, held
     data = load_dataset(name, data_root)
     return len(data.train_labels), len(data.test_labels)
