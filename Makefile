@@ -11,7 +11,12 @@ env: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-compile -e '.[dev]'
+	# the environment's bytecode compiled on every core (pip compiles file by file on one core),
+	# leaving out the packages' own test suites, which nothing imports; as with pip, a file this
+	# Python cannot compile (another version's syntax) is left as source
+	$(BIN)/python -m compileall -q -j 0 -x '/tests?/|/testing/_internal/' \
+		"$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" || true
 	# strip notebook outputs on commit (.gitattributes names the filter; git config defines it)
 	if git rev-parse --git-dir >/dev/null 2>&1; then $(BIN)/nbstripout --install; fi
 	touch $(STAMP)
@@ -27,7 +32,7 @@ lab: env
 	$(BIN)/jupyter lab notebooks/
 
 # The package's modules compiled once (under PYTHONDONTWRITEBYTECODE every worker, kernel and
-# command-line process would compile them again; pip compiled the installed packages already)
+# command-line process would compile them again; `env` compiled the installed packages already)
 bytecode: env
 	$(BIN)/python -m compileall -q ptmdd_helpers
 

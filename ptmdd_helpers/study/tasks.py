@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +47,9 @@ class Task:
     spec: Any
     after: tuple[str, ...] = ()
 
-    @property
+    @cached_property
     def key(self) -> str:
-        """A readable unique key."""
+        """A readable unique key (computed once: the scheduler asks for it at every turn)."""
         if self.kind in ("member", "init"):
             return member_key(self.kind, self.spec)
         return spec_id(self.spec)
