@@ -14,8 +14,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-compile -e '.[dev]'
 	# the environment's bytecode compiled on every core (pip compiles file by file on one core),
 	# leaving out the packages' own test suites, which nothing imports; as with pip, a file this
-	# Python cannot compile (another version's syntax) is left as source
-	$(BIN)/python -m compileall -q -j 0 -x '/tests?/|/testing/_internal/' \
+	# Python cannot compile (another version's syntax) is left as source, silently
+	$(BIN)/python -m compileall -qq -j 0 -x '/tests?/' \
 		"$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" || true
 	# strip notebook outputs on commit (.gitattributes names the filter; git config defines it)
 	if git rev-parse --git-dir >/dev/null 2>&1; then $(BIN)/nbstripout --install; fi
