@@ -72,16 +72,29 @@ def test_convolution_log_holds_a_convnet_steps_convolutions_and_replays_them(ben
     assert bench.convolution_seconds(log, cpu, torch.bfloat16) > 0
 
 
-def test_mtt_row_times_one_iteration_at_the_cpu_profiles_settings(bench):
+@pytest.fixture
+def mtt_at_20_steps(bench, monkeypatch):
+    """The cpu profile's MTT settings with N 20 student steps: a row's cost is N times one step's
+    work, and the profile's N 80 would make the two rows below 4× as long."""
+    settings = {**bench.cpu_profile_mtt(), "syn_steps": 20}
+    monkeypatch.setattr(bench, "cpu_profile_mtt", lambda: settings)
+    return settings
+
+
+def test_the_mtt_row_takes_the_cpu_profiles_trajectory_settings(bench):
+    assert bench.cpu_profile_mtt() == {"syn_steps": 80, "n_experts": 2, "expert_epochs": 2,
+                                       "max_start_epoch": 2}
+
+
+def test_mtt_row_times_one_iteration_at_the_cpu_profiles_settings(bench, mtt_at_20_steps):
     result = bench.main(["--quick", "--only", "mtt1", "--threads", "1", "--no-bf16-bound",
                          "--small-peak"])
     row = next(r for r in result["rows"] if r["row"] == "MTT IPC 1 (cpu profile)")
-    steps = bench.cpu_profile_mtt()["syn_steps"]
-    assert steps == 20 and row["images"] == steps * 10  # N student steps on all 10 images
+    assert row["images"] == 20 * 10 and row["note"] == "N = 20, batch 10"  # N steps on 10 images
     assert row["gflop"] > 0 and row["conv_seconds"] > 0 and row["seconds"] > 0
 
 
-def test_bf16_rows_distill_in_bf16_and_compare_with_the_bf16_peak(bench):
+def test_bf16_rows_distill_in_bf16_and_compare_with_the_bf16_peak(bench, mtt_at_20_steps):
     """The smallest distillation row (mtt1: ConvNetW32 on 10 images): bf16 emulated on a CPU
     without native bfloat16 makes DM IPC 10 take minutes."""
     result = bench.main(["--quick", "--only", "mtt1", "--threads", "1", "--precision", "bf16",
