@@ -62,6 +62,7 @@ from ptmdd_helpers.distill import distill, grouped, make_spec, protocol_for  # n
 from ptmdd_helpers.evaluation.evaluate import evaluate_images  # noqa: E402
 from ptmdd_helpers.malloc import tune_malloc  # noqa: E402
 from ptmdd_helpers.networks.training import PRECISIONS  # noqa: E402
+from ptmdd_helpers.pools.experts import SyntheticExperts  # noqa: E402
 from ptmdd_helpers.pools.guidance import Guidance, GuidanceSpec  # noqa: E402
 from ptmdd_helpers.pools.members import MemberSpec  # noqa: E402
 from ptmdd_helpers.pools.pretrain import write_initial_checkpoint  # noqa: E402
@@ -155,19 +156,6 @@ def fashion_shaped(train_per_class: int, test_images: int,
                    dataset: str = "FashionMNIST") -> LoadedDataset:
     """Random data with ``dataset``'s shape, classes and registry entry (timing only)."""
     return random_dataset(dataset, train_per_class, test_images)
-
-
-class SyntheticExperts:
-    """Expert trajectories in memory for timing: θ_e = θ_0 + e · a fixed random step."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
-        step = torch.randn(flat.shape, generator=make_generator("bench-experts")) * 1e-3
-        self.start, self.step = flat, step
-
-    def flat(self, expert: int, epoch: int, names) -> torch.Tensor:
-        """θ of every expert after ``epoch`` (the names are the model's own, in order)."""
-        return self.start + epoch * self.step
 
 
 def mtt_row(name: str, dataset: str, model: str, syn_steps: int, ipc: int, settings: dict,

@@ -7,6 +7,7 @@ import io
 import re
 
 import pytest
+import torch
 import yaml
 
 from ptmdd_helpers import study
@@ -53,7 +54,7 @@ def test_each_shape_is_timed_once_and_multiplied_out(profile):
         # one evaluation shape (IPC 1 sets, ConvNetW32, the DM protocol): 6 evaluations of 2 nets
         network = timer.per_network("Digits", 10, "ConvNetW32", grid.evaluations[0].protocol)
         assert cost.seconds["evaluation"] == pytest.approx(6 * 2 * network)
-        assert cost.seconds["member"] > 0 and not cost.untimed
+        assert cost.seconds["member"] > 0
     # what the store holds costs nothing
     study.compute(grid, verbose=False)
     with Timer(workspace) as timer:
@@ -107,6 +108,30 @@ def test_a_looping_method_is_timed_at_one_and_two_outer_steps_and_extrapolated(t
         assert shape not in timer.cache  # six outer steps never run
         assert two > one > 0
         assert per == pytest.approx(one + 5 * (two - one))
+
+
+def test_mtt_without_its_experts_on_disk_is_timed_on_trajectories_of_their_shape(tmp_path):
+    """Before its experts exist (a profile from an empty pool root) MTT is timed all the same, on
+    synthetic trajectories of the model's shape (it was left out of the totals before)."""
+    from dataclasses import replace
+
+    from ptmdd_helpers.distill import make_spec
+    from ptmdd_helpers.networks.models import create_model
+    from ptmdd_helpers.pools.experts import SyntheticExperts
+    from ptmdd_helpers.store.runs import Workspace
+
+    experts = SyntheticExperts(create_model("ConvNetW32", 1, 10, (8, 8)))
+    first, third = experts.flat(0, 1, ()), experts.flat(1, 3, ())
+    assert first.shape == third.shape == experts.start.shape and not torch.equal(first, third)
+    spec = make_spec("Digits", "MTT", 1, iterations=50, model="ConvNetW32", syn_steps=4,
+                     expert_epochs=1, max_start_epoch=2, n_experts=1, seed=2)
+    workspace = Workspace(tmp_path / "store", pool_root=tmp_path / "pools", progress=False)
+    assert not (tmp_path / "pools").exists()
+    with Timer(workspace) as timer:
+        assert timer.per_iteration(spec) > 0
+        assert timer.per_iteration(replace(spec, seed=5, iterations=500)) == timer.cache[
+            replace(spec, seed=0, iterations=1)]  # one shape, timed once
+    assert not (tmp_path / "pools").exists()  # nothing trained, nothing written
 
 
 def test_split_sizes_of_a_validation_split_need_no_data():

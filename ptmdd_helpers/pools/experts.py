@@ -7,7 +7,8 @@ from) written on demand. Expert ``k`` of (source, arch) is seed ``k`` in
 ``<pool root>/<source>/<arch>/<recipe>/seed<k>``. :class:`Experts` checks, before a distillation
 starts, that members 0 … n−1 exist, were trained with the recipe the spec names (its identity)
 and reach the last epoch an iteration can read; else :class:`~.members.MissingPoolError` with the
-``ptmdd pretrain`` command that makes them.
+``ptmdd pretrain`` command that makes them. :class:`SyntheticExperts` stands in for them where
+only the cost of an iteration matters (the estimate, the benchmark).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from ..seeding import make_generator
 from .members import (
     MemberSpec,
     MissingPoolError,
@@ -114,6 +116,20 @@ class Experts:
     def flat(self, expert: int, epoch: int, names: Sequence[str]) -> torch.Tensor:
         """θ of ``expert`` after ``epoch``: the parameters ``names``, flattened (a new tensor)."""
         return flat_parameters(self.state(expert, epoch), names)
+
+
+class SyntheticExperts:
+    """Trajectories of ``model``'s shape in memory, θ_e = θ_0 + e · a fixed random step, for timing:
+    an MTT iteration costs the same whatever the experts' values."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+        step = torch.randn(flat.shape, generator=make_generator("synthetic-experts")) * 1e-3
+        self.start, self.step = flat, step
+
+    def flat(self, expert: int, epoch: int, names: Sequence[str]) -> torch.Tensor:
+        """θ of every expert after ``epoch`` (``names``: the model's parameters, in order)."""
+        return self.start + epoch * self.step
 
 
 def count_experts(source: str, arch: str, recipe_name: str = "mtt",

@@ -8,8 +8,8 @@ over what the store and the pool root still lack:
   at one and two outer steps, extrapolated to their outer loop), guided by
   untrained members of the guidance's architectures (a forward costs what a trained one costs);
   its shape is the spec without its seed, iteration count and guidance weights, epoch, pool and
-  pool size (one PTM is drawn per use);
-  MTT is timed only where its experts are on disk;
+  pool size (one PTM is drawn per use); MTT on its experts where they are on disk, else on
+  synthetic trajectories of their shape (an iteration costs the same whatever their values);
 - an evaluation: seconds per training epoch of one network (the epochs after a first one, on a
   training set of the subject's size, capped and scaled by the number of batches), times epochs
   and networks, plus its test pass (timed on part of a test set of the dataset's size);
@@ -37,6 +37,7 @@ from ..evaluation.evaluate import evaluate_images
 from ..evaluation.protocol import EvalProtocol
 from ..networks.models import create_model
 from ..networks.training import accuracy, resolve_device
+from ..pools.experts import SyntheticExperts
 from ..pools.guidance import Guidance
 from ..pools.members import MissingPoolError
 from ..store.runs import EvaluationSpec, WholeDatasetSpec, Workspace
@@ -61,7 +62,6 @@ class Estimate:
     name: str
     seconds: dict[str, float] = field(default_factory=lambda: {
         "member": 0.0, "distill": 0.0, "evaluation": 0.0})
-    untimed: list[str] = field(default_factory=list)
     batched_distill: float = 0.0  # the distillations' seconds in batches of replicates
 
     @property
@@ -96,7 +96,7 @@ class Timer:
         self.workspace = workspace
         self.replicas = replicas  # distillations per batch of replicates (study.packing)
         self.device = resolve_device(workspace.device)
-        self.cache: dict[object, float | None] = {}
+        self.cache: dict[object, float | tuple[float, float]] = {}
         self.pools = tempfile.TemporaryDirectory(prefix="ptmdd-estimate-")  # untrained PTMs
 
     def __enter__(self) -> Timer:
@@ -105,11 +105,11 @@ class Timer:
     def __exit__(self, *exc: object) -> None:
         self.pools.cleanup()
 
-    def per_iteration(self, spec: DistillSpec, batched: bool = False) -> float | None:
-        """Seconds per iteration of ``spec`` (``None`` where it cannot be timed here); with
-        ``batched``, per replicate of a batch of ``replicas`` (alone where there is no batching).
-        A method that loops (DC, DSA) is timed at one and two outer steps and extrapolated to
-        its ``outer_loop`` (an iteration is outer × matching + (outer − 1) × inner loop)."""
+    def per_iteration(self, spec: DistillSpec, batched: bool = False) -> float:
+        """Seconds per iteration of ``spec``; with ``batched``, per replicate of a batch of
+        ``replicas`` (alone where there is no batching). A method that loops (DC, DSA) is timed
+        at one and two outer steps and extrapolated to its ``outer_loop`` (an iteration is
+        outer × matching + (outer − 1) × inner loop)."""
         # neither α, the PTMs' epoch and recipe nor their number changes the cost (one PTM is
         # drawn per use): one untrained member per architecture, one α
         guidance = spec.guidance and replace(spec.guidance, alphas=(1.0,), epoch=0, n_models=1)
@@ -118,26 +118,25 @@ class Timer:
         size = self.replicas if batched and method.batch_iteration is not None else 1
         if method.loops and shape.outer_loop > 2:
             one, two = (self._timed(replace(shape, outer_loop=k), size) for k in (1, 2))
-            if one is None or two is None:
-                return None
             return one + (shape.outer_loop - 1) * max(two - one, 0.0)
         return self._timed(shape, size)
 
-    def _timed(self, shape: DistillSpec, size: int) -> float | None:
+    def _timed(self, shape: DistillSpec, size: int) -> float:
         key = shape if size <= 1 else (shape, size)
         if key not in self.cache:
             self.cache[key] = self._time_distillation(shape, max(size, 1))
         return self.cache[key]
 
-    def _time_distillation(self, shape: DistillSpec, replicas: int = 1) -> float | None:
+    def _time_distillation(self, shape: DistillSpec, replicas: int = 1) -> float:
         info = get_info(shape.dataset)
         real_batch = shape.guidance.real_batch if shape.guidance is not None else 0  # CCLoM's
         data = random_dataset(shape.dataset, max(shape.batch_real, shape.ipc, 16,
                                         math.ceil(real_batch / info.num_classes)), 16)
         try:
             resources = load_resources(shape, self.workspace.pool_root)
-        except MissingPoolError:
-            return None  # MTT without its experts on disk
+        except MissingPoolError:  # MTT's experts not trained yet: trajectories of their shape
+            resources = SyntheticExperts(create_model(shape.model, info.channels,
+                                                      info.num_classes, info.image_size))
         guidance = (Guidance(shape.guidance, data, device=self.device, pool_root=self.pools.name)
                     if shape.guidance is not None else None)
 
@@ -215,11 +214,7 @@ def estimate(grids: Sequence[Grid], workspace: Workspace, name: str, timer: Time
         tasks = [(t.kind, t.spec) for t in pending_tasks(grids, workspace) if t.kind != "init"]
     for kind, spec in tasks:
         if kind == "distill":
-            per = timer.per_iteration(spec)
-            if per is None:
-                result.untimed.append(f"{spec.method} {spec.dataset} IPC {spec.ipc} (no experts)")
-                continue
-            result.seconds["distill"] += per * spec.iterations
+            result.seconds["distill"] += timer.per_iteration(spec) * spec.iterations
             result.batched_distill += timer.per_iteration(spec, batched=True) * spec.iterations
         elif kind == "evaluation":
             assert isinstance(spec, EvaluationSpec)
@@ -252,6 +247,3 @@ def print_estimates(rows: Sequence[Estimate], file: TextIO, device: str, replica
         print(f"with distillations in batches of up to {replicas} replicates (distill.replicas), "
               f"total hours: " + ", ".join(f"{row.name} {row.batched_total / 3600:.2f}"
                                            for row in rows), file=file)
-    untimed = sorted({u for row in rows for u in row.untimed})
-    if untimed:
-        print(f"not timed (not in the totals): {'; '.join(untimed)}", file=file)
