@@ -112,7 +112,7 @@ def test_a_looping_method_is_timed_at_one_and_two_outer_steps_and_extrapolated(t
 
 def test_mtt_without_its_experts_on_disk_is_timed_on_trajectories_of_their_shape(tmp_path):
     """Before its experts exist (a profile from an empty pool root) MTT is timed all the same, on
-    synthetic trajectories of the model's shape (it was left out of the totals before)."""
+    synthetic trajectories of the model's shape, once per shape, writing nothing."""
     from dataclasses import replace
 
     from ptmdd_helpers.distill import make_spec
